@@ -1,0 +1,65 @@
+"""smpstats: measure, model and predict the nonsmoothness (SMP) of neural networks.
+
+The SMP of a signal y(t) is the sum of the magnitudes of the peaks of its second
+derivative: the total size of all slope jumps along the path. Networks built
+from ReLU and max pooling put kinks into their outputs when the input moves
+smoothly; smooth processes do not.
+
+Main entry points (imported lazily, so ``import smpstats`` is cheap):
+
+- :func:`smp` — SMP of sampled signals (grid estimator with a resolution check).
+- :func:`measure` — SMP of any callable or ``nn.Module`` along an input path.
+- :class:`SegmentPath`, :class:`GaussianProcessPath`, :class:`SequencePath` — input paths.
+- :func:`simulate` — SMP samples from torch simulations of building blocks.
+- :func:`parse_spec`, :func:`build_chain` — block specifications.
+- :func:`save_samples`, :func:`load_samples` — Parquet tables with metadata.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("smpstats")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+_EXPORTS = {
+    "smp": "grid",
+    "SMPResult": "grid",
+    "measure": "measure",
+    "MeasureResult": "measure",
+    "InputPath": "paths",
+    "PathStats": "paths",
+    "SegmentPath": "paths",
+    "GaussianProcessPath": "paths",
+    "SequencePath": "paths",
+    "as_path": "paths",
+    "simulate": "simulate",
+    "parse_spec": "blocks",
+    "format_spec": "blocks",
+    "build_chain": "blocks",
+    "BlockSpec": "blocks",
+    "save_samples": "io",
+    "load_samples": "io",
+    "theory": None,
+    "errors": None,
+    "processes": None,
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'smpstats' has no attribute {name!r}") from None
+    if module is None:
+        return importlib.import_module(f".{name}", __name__)
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,62 @@
+"""Exception hierarchy of smpstats.
+
+Every error raised on bad user input derives from :class:`SMPStatsError`, and
+also from the built-in class a Python user would expect (``ValueError`` for bad
+values, ``OSError`` for unreadable files), so that both ``except
+smpstats.errors.SMPStatsError`` and ``except ValueError`` work.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SMPStatsError",
+    "InputError",
+    "SignalError",
+    "TimeGridError",
+    "SpecError",
+    "UnknownBlockError",
+    "BlockParameterError",
+    "DataFileError",
+    "ModelEvaluationError",
+    "ResolutionWarning",
+]
+
+
+class SMPStatsError(Exception):
+    """Base class of every error raised by smpstats."""
+
+
+class InputError(SMPStatsError, ValueError):
+    """An argument has a wrong value, type or shape."""
+
+
+class SignalError(InputError):
+    """A signal is unusable: NaN/inf, too few samples, wrong shape or dtype."""
+
+
+class TimeGridError(InputError):
+    """Time stamps or step are invalid: non-uniform, decreasing, non-positive."""
+
+
+class SpecError(SMPStatsError, ValueError):
+    """A block specification string or object cannot be understood."""
+
+
+class UnknownBlockError(SpecError):
+    """A block name is not in the registry."""
+
+
+class BlockParameterError(SpecError):
+    """A block parameter is unknown or has an invalid value."""
+
+
+class DataFileError(SMPStatsError, OSError):
+    """A file cannot be read as the expected smpstats artefact."""
+
+
+class ModelEvaluationError(SMPStatsError, RuntimeError):
+    """A user's model or callable raised while being evaluated along a path."""
+
+
+class ResolutionWarning(UserWarning):
+    """An SMP estimate is not resolved by the sampling step (see ``SMPResult.resolved``)."""
