@@ -46,6 +46,10 @@ _NOISE_STD_E = np.sqrt(20.0)
 _NOISE_STD_D = np.sqrt(6.0)
 #: Round-off floor, relative to the series' largest magnitude.
 _ROUNDOFF = 1024 * np.finfo(np.float64).eps
+#: A jump of d is a candidate kink if it exceeds the jumps two samples away by
+#: this factor, or the candidate threshold by the second factor.
+_SPIKE_RATIO = 2.0
+_LARGE_JUMP = 8.0
 #: Elements of y per block of rows processed together (keeps temporaries in cache).
 _BLOCK_ELEMENTS = 1 << 18
 #: At most this many third differences per series enter the robust scale.
@@ -429,13 +433,28 @@ def _estimate(flat, dt, noise, threshold, background_factor, scale_y, *, value_o
     t_cand = np.maximum(3.0 * np.maximum(scale_e, _NOISE_STD_E * noise_used), floor)
     t_sig = np.maximum(threshold * sigma_d, floor)
 
-    # 1. candidates: samples on either side of a large jump of d.
+    # 1. candidates: samples on either side of a jump of d that is large, or that
+    #    stands out from the jumps two samples away (a smooth background changes
+    #    slowly, so its third differences never form such a spike).
     t_col = t_cand[:, None]
     jumps = e > t_col
     jumps |= e < -t_col
     cand = np.zeros((n_series, m + 1), dtype=bool)  # padded column keeps runs inside a row
-    cand[:, 1:m] = jumps
-    cand[:, : m - 1] |= jumps
+    k = np.flatnonzero(jumps)
+    if k.size:
+        n_e = m - 1
+        col = k % n_e
+        eflat = e.reshape(-1)
+        size = np.abs(eflat[k])
+        before = np.where(col >= 2, np.abs(eflat[np.maximum(k - 2, 0)]), np.inf)
+        after = np.where(col < n_e - 2, np.abs(eflat[np.minimum(k + 2, eflat.size - 1)]), np.inf)
+        nearest = np.minimum(before, after)
+        nearest = np.where(np.isinf(nearest), 0.0, nearest)
+        keep = (size > _SPIKE_RATIO * nearest) | (size > _LARGE_JUMP * t_cand[k // n_e])
+        k = k[keep]
+        padded = k + k // n_e * 2  # e index -> padded sample index of its left sample
+        cand.reshape(-1)[padded] = True
+        cand.reshape(-1)[padded + 1] = True
     if m == 1:
         cand[:, 0] = np.abs(d[:, 0]) > t_sig
     idx = np.flatnonzero(cand)
