@@ -46,14 +46,20 @@ _NOISE_STD_E = np.sqrt(20.0)
 _NOISE_STD_D = np.sqrt(6.0)
 #: Round-off floor, relative to the series' largest magnitude.
 _ROUNDOFF = 1024 * np.finfo(np.float64).eps
-#: A jump of d is a candidate kink if it exceeds the jumps two samples away by
-#: this factor, or the candidate threshold by the second factor.
-_SPIKE_RATIO = 2.0
+#: A jump of d is a candidate kink if it departs from the straight line through
+#: the jumps two samples away by this fraction of its size (a smooth background
+#: follows that line), or by more than the second factor times the candidate
+#: threshold (kinks so dense that every jump of d belongs to one).
+_SPIKE_FRACTION = 0.5
 _LARGE_JUMP = 8.0
+#: A run of candidates without a peak but with a residual above this many noise
+#: std of d counts as a possible kink below the detection limit.
+_WEAK_SIGMA = 4.0
 #: Elements of y per block of rows processed together (keeps temporaries in cache).
 _BLOCK_ELEMENTS = 1 << 18
 #: At most this many third differences per series enter the robust scale.
-_SCALE_SUBSAMPLE = 256
+_SCALE_SUBSAMPLE = 1024
+_SCALE_SEGMENTS = 64
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class SMPResult:
         Smallest |slope jump| detected wherever it falls between samples
         (y units per time unit); smaller kinks may be missed.
     n_below_limit : int or array
-        Candidate kinks that stood out from the noise (> 3 sigma) but not
+        Candidate kinks that stood out from the noise (> 4 sigma of d) but not
         enough to be counted: possible kinks below the detection limit.
     dt : float
         Sampling step (time units).
@@ -312,7 +318,8 @@ def _broadcast_noise(noise, batch_shape) -> np.ndarray:
     except (TypeError, ValueError):
         raise InputError(f"noise must be a non-negative number or array (y units); got {noise!r}.") from None
     if not np.all(np.isfinite(a)) or np.any(a < 0):
-        raise InputError(f"noise must be finite and >= 0 (std of the measurement noise, y units); got {noise!r}.")
+        shown = a.item() if a.ndim == 0 else noise
+        raise InputError(f"noise must be finite and >= 0 (std of the measurement noise, y units); got {shown!r}.")
     try:
         return np.broadcast_to(a, batch_shape).astype(np.float64)
     except ValueError:
@@ -329,6 +336,7 @@ class _Estimate:
     n_below_limit: np.ndarray
     detection_limit: np.ndarray
     peak_fraction: np.ndarray
+    n_wide: np.ndarray  # curved-background bumps left out (step too coarse)
     roughness: np.ndarray  # robust std of the third differences (y units)
     peaks: _Peaks
 
@@ -342,38 +350,85 @@ def _masked_quantile(values: np.ndarray, valid: np.ndarray, q: float) -> np.ndar
     return np.where(n_valid > 0, out, 0.0)
 
 
+def _masked_median_abs(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per-row median of ``|values|`` where ``valid``, in O(n) (0 where none valid).
+
+    The invalid entries of each row are replaced, half by -1 and half by
+    +inf, so that the middle order statistic of the row is the median of the
+    valid entries (to within half a rank), found by one partition.
+    """
+    invalid = ~valid
+    n_invalid = invalid.sum(axis=-1)
+    low = invalid & (np.cumsum(invalid, axis=-1) <= ((n_invalid + 1) // 2)[:, None])
+    work = np.where(valid, np.abs(values), np.where(low, -1.0, np.inf))
+    mid = work.shape[-1] // 2
+    part = np.partition(work, mid, axis=-1)[:, mid]
+    return np.where(n_invalid < valid.shape[-1], part, 0.0)
+
+
 def _robust_scale(e: np.ndarray, stride: int = 1) -> np.ndarray:
     """Normal-equivalent std (from the median absolute value) of each row of ``e[:, ::stride]``."""
-    sub = np.abs(e[:, ::stride])
-    return _MAD_TO_STD * _masked_quantile(sub, np.ones(sub.shape, dtype=bool), 0.5)
+    sub = e[:, ::stride]
+    return _MAD_TO_STD * _masked_median_abs(sub, np.ones(sub.shape, dtype=bool))
+
+
+def _windows(rows: np.ndarray, n_windows: int) -> tuple[np.ndarray, ...]:
+    """Four shifted arrays (y0..y3) of up to ``n_windows`` windows of 4 samples per row.
+
+    Windows start 4 samples apart where the row is long enough (third
+    differences of white noise are then independent), in short runs spread
+    over the row (cache friendly).
+    """
+    n = rows.shape[1]
+    spacing = int(np.clip((n - 3) // n_windows, 1, 4))
+    if (n - 3) <= n_windows * spacing and spacing == 1:
+        return tuple(rows[:, k : n - 3 + k] for k in range(4))
+    per_run = max(1, n_windows // _SCALE_SEGMENTS)
+    n_runs = n_windows // per_run
+    run_span = spacing * (per_run - 1) + 4
+    starts = np.linspace(0, n - run_span, n_runs).astype(np.int64)
+    pos = (starts[:, None] + spacing * np.arange(per_run)).reshape(-1)
+    return tuple(rows[:, pos + k] for k in range(4))
 
 
 def _roughness_and_noise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Robust scale of the third differences and white-noise std estimate, per row.
 
-    Both come from up to ``_SCALE_SUBSAMPLE`` windows of four samples spread
-    over each row. Windows where y is constant (flat ReLU stretches, exact
-    zeros) are left out. Third differences of white noise of std s have std
-    sqrt(20) s; a smooth background adds only O(h**3), a kink a few entries.
-    When kinks are so close that few third differences are clean, the
-    second differences still vanish between them, which noise never does:
-    a low quantile of |d| far below what the third differences imply reveals
-    a noise-free piecewise-linear signal, and sets both scales.
+    Both come from up to ``_SCALE_SUBSAMPLE`` windows of four samples, in
+    runs spread over each row. Windows where y is constant (flat ReLU
+    stretches, exact zeros) are left out; rows where fewer than a quarter of
+    the windows remain are redone from all their non-flat windows. Third
+    differences of white noise of std s have std sqrt(20) s; a smooth
+    background adds only O(h**3), a kink a few entries. When kinks are so
+    close that few third differences are clean, the second differences still
+    vanish between them, which noise never does: a low quantile of |d| far
+    below what the third differences imply reveals a noise-free
+    piecewise-linear signal, and sets both scales.
     """
     n_series, n = rows.shape
     if n < 4:
         zero = np.zeros(n_series)
         return zero, zero
-    stride = max(1, (n - 3) // _SCALE_SUBSAMPLE)
-    y0, y1, y2, y3 = (rows[:, k : n - 3 + k : stride] for k in range(4))
+    y0, y1, y2, y3 = _windows(rows, _SCALE_SUBSAMPLE)
     d1 = y2 - 2 * y1 + y0
     e = (y3 - 2 * y2 + y1) - d1
     flat_d = (y0 == y1) & (y1 == y2)
     flat_e = flat_d & (y2 == y3)
-    scale_e = _MAD_TO_STD * _masked_quantile(np.abs(e), ~flat_e, 0.5)
+    scale_e = _MAD_TO_STD * _masked_median_abs(e, ~flat_e)
+    stride = max(1, d1.shape[-1] // 256)
+    low_d = _masked_quantile(np.abs(d1[:, ::stride]), ~flat_d[:, ::stride], 0.1)
+    sparse = (~flat_e).sum(axis=-1) < 0.25 * e.shape[-1]
+    if sparse.any() and n - 3 > e.shape[-1]:
+        full = rows[sparse]
+        d_full = np.diff(full, 2, axis=-1)
+        e_full = np.diff(d_full, axis=-1)
+        flat_full = (full[:, 1:] == full[:, :-1])
+        flat_d_full = flat_full[:, :-1] & flat_full[:, 1:]
+        scale_e[sparse] = _MAD_TO_STD * _masked_quantile(np.abs(e_full), ~(flat_d_full[:, :-1] & flat_full[:, 2:]), 0.5)
+        low_d[sparse] = _masked_quantile(np.abs(d_full), ~flat_d_full, 0.1)
     noise = scale_e / _NOISE_STD_E
     # 10 % quantile of |N(0, 1)| is 0.12566.
-    noise_d = _masked_quantile(np.abs(d1), ~flat_d, 0.1) / (0.12566 * _NOISE_STD_D)
+    noise_d = low_d / (0.12566 * _NOISE_STD_D)
     exact = noise_d < 0.25 * noise
     noise = np.where(exact, noise_d, noise)
     scale_e = np.where(exact, _NOISE_STD_E * noise_d, scale_e)
@@ -384,7 +439,7 @@ def _robust_correlation(e: np.ndarray, lag: int) -> np.ndarray:
     """Robust lag correlation of each row of ``e`` (from MADs of sums and differences)."""
     if e.shape[-1] <= lag:
         return np.full(e.shape[0], np.nan)
-    stride = max(1, (e.shape[-1] - lag) // _SCALE_SUBSAMPLE)
+    stride = max(1, (e.shape[-1] - lag) // 256)
     a, b = e[:, :-lag:stride], e[:, lag::stride]
     plus = _robust_scale(a + b, 1) ** 2
     minus = _robust_scale(a - b, 1) ** 2
@@ -400,7 +455,8 @@ def _looks_dense(rows: np.ndarray, rough_fine: np.ndarray, rough_coarse: np.ndar
     share each step x2**1.5, smooth curvature x8), and their lag-1 and lag-2
     correlations (noise (-0.75, 0.30), dense kinks (-1/3, -1/6), smooth
     (1, 1)). Mixtures of noise and smooth curvature can match the first but
-    stay on the line between (-0.75, 0.30) and (1, 1), with lag-2 >= 0.3.
+    stay on the line between (-0.75, 0.30) and (1, 1), with lag-2 >= 0.3
+    (the cut is at 0.15).
     The correlations are computed only for rows whose scale growth is
     ambiguous.
     """
@@ -412,7 +468,7 @@ def _looks_dense(rows: np.ndarray, rough_fine: np.ndarray, rough_coarse: np.ndar
         e = np.diff(rows[ambiguous], 3, axis=-1)
         rho1 = _robust_correlation(e, 1)
         rho2 = _robust_correlation(e, 2)
-        dense[ambiguous] = (rho1 > -0.6) & (rho1 < 0.3) & (rho2 < 0.1)
+        dense[ambiguous] = (rho1 > -0.6) & (rho1 < 0.3) & (rho2 < 0.15)
     return dense
 
 
@@ -430,12 +486,13 @@ def _estimate(flat, dt, noise, threshold, background_factor, scale_y, *, value_o
     scale_e, noise_est = _roughness_and_noise(flat)
     noise_used = noise_est if noise is None else noise
     sigma_d = _NOISE_STD_D * noise_used
-    t_cand = np.maximum(3.0 * np.maximum(scale_e, _NOISE_STD_E * noise_used), floor)
     t_sig = np.maximum(threshold * sigma_d, floor)
+    # A kink half as large as the peak threshold must become a candidate.
+    t_cand = np.maximum(np.minimum(3.0 * np.maximum(scale_e, _NOISE_STD_E * noise_used), 0.8 * t_sig), floor)
 
     # 1. candidates: samples on either side of a jump of d that is large, or that
-    #    stands out from the jumps two samples away (a smooth background changes
-    #    slowly, so its third differences never form such a spike).
+    #    departs from the trend of the jumps two samples away (a smooth background
+    #    changes slowly, so its third differences follow that trend).
     t_col = t_cand[:, None]
     jumps = e > t_col
     jumps |= e < -t_col
@@ -445,16 +502,22 @@ def _estimate(flat, dt, noise, threshold, background_factor, scale_y, *, value_o
         n_e = m - 1
         col = k % n_e
         eflat = e.reshape(-1)
+        before = np.where(col >= 2, eflat[np.maximum(k - 2, 0)], np.nan)
+        after = np.where(col < n_e - 2, eflat[np.minimum(k + 2, eflat.size - 1)], np.nan)
+        trend = np.where(np.isnan(before), after, np.where(np.isnan(after), before, 0.5 * (before + after)))
         size = np.abs(eflat[k])
-        before = np.where(col >= 2, np.abs(eflat[np.maximum(k - 2, 0)]), np.inf)
-        after = np.where(col < n_e - 2, np.abs(eflat[np.minimum(k + 2, eflat.size - 1)]), np.inf)
-        nearest = np.minimum(before, after)
-        nearest = np.where(np.isinf(nearest), 0.0, nearest)
-        keep = (size > _SPIKE_RATIO * nearest) | (size > _LARGE_JUMP * t_cand[k // n_e])
+        deviation = np.where(np.isnan(trend), size, np.abs(eflat[k] - trend))
+        keep = (deviation > _SPIKE_FRACTION * size) | (deviation > _LARGE_JUMP * t_cand[k // n_e])
         k = k[keep]
+        # the two samples on either side of the jump, widened by one sample each way so
+        # that the part of a kink that fell on a neighbouring sample never anchors the baseline
+        row_start = k // n_e * (m + 1)
         padded = k + k // n_e * 2  # e index -> padded sample index of its left sample
-        cand.reshape(-1)[padded] = True
-        cand.reshape(-1)[padded + 1] = True
+        flat_cand = cand.reshape(-1)
+        flat_cand[np.maximum(padded - 1, row_start)] = True
+        flat_cand[padded] = True
+        flat_cand[padded + 1] = True
+        flat_cand[np.minimum(padded + 2, row_start + m - 1)] = True
     if m == 1:
         cand[:, 0] = np.abs(d[:, 0]) > t_sig
     idx = np.flatnonzero(cand)
@@ -481,14 +544,37 @@ def _estimate(flat, dt, noise, threshold, background_factor, scale_y, *, value_o
     d_right = np.where(has_right, d_at(np.where(has_right, right, ends)), 0.0)
     d_left = np.where(has_left, d_left, np.where(has_right, d_right, 0.0))
     d_right = np.where(has_right, d_right, d_left)
-    slope = ((d_right - d_left) / (right - left))[run_id]
-    baseline = d_left[run_id] + slope * (idx - left[run_id])
+    # Slopes of the background just outside the run (jumps of d between the anchor
+    # and the sample beyond it), for a cubic Hermite baseline where the background's
+    # curvature stands out from the noise, and a straight line elsewhere.
+    outer_left = left - 1
+    outer_right = right + 1
+    has_outer_left = has_left & (outer_left >= 0) & (outer_left // width == row)
+    has_outer_right = has_right & ((outer_right % width) < m) & (outer_right // width == row)
+    e_left = np.where(has_outer_left, d_left - d_at(np.where(has_outer_left, outer_left, starts)), 0.0)
+    e_right = np.where(has_outer_right, d_at(np.where(has_outer_right, outer_right, ends)) - d_right, 0.0)
+    span = (right - left).astype(np.float64)
+    one_sided = has_left != has_right
+    change = np.where(one_sided, np.abs(e_left + e_right) * 4, np.abs(e_right - e_left))
+    change = np.maximum(change - 3.0 * _NOISE_STD_E * np.sqrt(2.0) * noise_used[row], 0.0)  # beyond the noise
+    curved = (change > 0) & has_outer_left & has_outer_right
+    u = (idx - left[run_id]) / span[run_id]
+    u2, u3 = u * u, u * u * u
+    w_left, w_right = 2 * u3 - 3 * u2 + 1, -2 * u3 + 3 * u2
+    hermite = np.where(curved, span, 0.0)[run_id] * (
+        (u3 - 2 * u2 + u) * e_left[run_id] + (u3 - u2) * e_right[run_id]
+    )
+    linear = np.where(curved[run_id], w_left, 1 - u)
+    baseline = linear * d_left[run_id] + (1 - linear) * d_right[run_id] + hermite
     resid = d_at(idx) - baseline
-    local_bg = np.maximum(np.abs(d_left), np.abs(d_right))[run_id]
+    # What the baseline may still miss of the background: a quarter of the linear
+    # interpolation error |e_R - e_L| L / 8 where the Hermite form is used, all of it elsewhere.
+    curvature = change * span / 8 * np.where(curved, 0.25, 1.0)
+    local_bg = (background_factor * np.maximum(np.abs(d_left), np.abs(d_right)) + 2 * curvature)[run_id]
     srow = idx // width
 
     # 3. peaks: significant residuals grouped by sign; same-sign neighbours join.
-    limit = t_sig[srow] + background_factor * local_bg
+    limit = t_sig[srow] + local_bg
     sig = np.abs(resid) > limit
     sign = np.sign(resid)
     adjacent = np.zeros(idx.shape, dtype=bool)
@@ -507,23 +593,34 @@ def _estimate(flat, dt, noise, threshold, background_factor, scale_y, *, value_o
     member = group >= 0
     g = group[member]
     mass = np.bincount(g, weights=resid[member], minlength=n_groups)
+    group_series = srow[member][np.r_[True, g[1:] != g[:-1]]] if g.size else np.zeros(0, dtype=np.int64)
+    # A kink puts its mass into at most two samples: a group with three or more
+    # significant samples whose largest residual holds less than 40 % of its mass
+    # is a curved background that the step does not resolve, not a kink.
+    largest = np.zeros(n_groups)
+    np.maximum.at(largest, g, np.abs(resid[member]))
+    spread = np.bincount(g, weights=np.abs(resid[member]), minlength=n_groups)
+    wide = (np.bincount(core_id[sig], minlength=n_groups) >= 3) & (largest < 0.4 * spread)
+    n_wide = np.bincount(group_series[wide], minlength=n_series)
+    kept = ~wide
     if value_only:
-        mass_series = srow[member][np.r_[True, g[1:] != g[:-1]]] if g.size else np.zeros(0, dtype=np.int64)
         estimate = _empty_estimate(n_series, t_sig / dt, scale_e)
-        estimate.value[:] = np.bincount(mass_series, weights=np.abs(mass) / dt, minlength=n_series)
+        estimate.value[:] = np.bincount(group_series[kept], weights=np.abs(mass[kept]) / dt, minlength=n_series)
         return noise_used, estimate
     sample_time = ((idx[member] % width) + 1) * dt
     centroid = np.bincount(g, weights=resid[member] * sample_time, minlength=n_groups) / np.where(mass != 0, mass, 1.0)
-    peak_series = srow[member][np.r_[True, g[1:] != g[:-1]]] if g.size else np.zeros(0, dtype=np.int64)
+    peak_series = group_series[kept]
+    mass = mass[kept]
+    centroid = centroid[kept]
     jump = mass / dt
     value = np.bincount(peak_series, weights=np.abs(jump), minlength=n_series).astype(np.float64)
     n_peaks = np.bincount(peak_series, minlength=n_series)
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.where(sigma_d[peak_series] > 0, np.abs(mass) / sigma_d[peak_series], np.inf)
 
-    # possible kinks: runs whose largest residual beats 3 sigma but no peak.
+    # possible kinks: runs whose largest residual beats _WEAK_SIGMA sigma but no peak.
     n_runs = starts.size
-    weak = np.bincount(run_id, weights=(np.abs(resid) > 3.0 * sigma_d[srow]) & ~member, minlength=n_runs) > 0
+    weak = np.bincount(run_id, weights=(np.abs(resid) > _WEAK_SIGMA * sigma_d[srow]) & ~member, minlength=n_runs) > 0
     weak &= np.bincount(run_id, weights=member, minlength=n_runs) == 0
     n_below = np.bincount(row[weak], minlength=n_series)
 
@@ -535,6 +632,7 @@ def _estimate(flat, dt, noise, threshold, background_factor, scale_y, *, value_o
         n_below_limit=n_below,
         detection_limit=detection_limit,
         peak_fraction=np.bincount(srow[sig], minlength=n_series) / max(m, 1),
+        n_wide=n_wide,
         roughness=scale_e,
         peaks=peaks,
     )
@@ -552,7 +650,7 @@ def _concat(estimates: list[_Estimate], offsets: list[int]) -> _Estimate:
         jump=cat([e.peaks.jump for e in estimates]),
         snr=cat([e.peaks.snr for e in estimates]),
     )
-    fields = ("value", "n_peaks", "n_below_limit", "detection_limit", "peak_fraction", "roughness")
+    fields = ("value", "n_peaks", "n_below_limit", "detection_limit", "peak_fraction", "n_wide", "roughness")
     return _Estimate(**{f: cat([getattr(e, f) for e in estimates]) for f in fields}, peaks=peaks)
 
 
@@ -564,6 +662,7 @@ def _empty_estimate(n_series: int, half_limit: np.ndarray, roughness: np.ndarray
         n_below_limit=np.zeros(n_series, dtype=np.int64),
         detection_limit=2.0 * half_limit,
         peak_fraction=np.zeros(n_series),
+        n_wide=np.zeros(n_series, dtype=np.int64),
         roughness=roughness,
         peaks=_Peaks(series=np.zeros(0, dtype=np.int64), time=empty, jump=empty, snr=empty),
     )
@@ -575,9 +674,10 @@ def _judge(fine: _Estimate, coarse: _Estimate, dense_roughness: np.ndarray, rtol
     tol = rtol * np.maximum(v1, v2) + 0.5 * fine.detection_limit * np.finfo(np.float64).eps ** 0.5
     dense = fine.peak_fraction > 0.25
     rough = dense_roughness & ~dense
-    drops = (v1 - v2 > tol) & ~dense & ~rough
-    grows = (v2 - v1 > tol) & ~dense & ~rough
-    resolved = ~(dense | rough | drops | grows)
+    curved = (fine.n_wide > 0) & ~dense & ~rough
+    drops = (v1 - v2 > tol) & ~dense & ~rough & ~curved
+    grows = (v2 - v1 > tol) & ~dense & ~rough & ~curved
+    resolved = ~(dense | rough | curved | drops | grows)
     reason = np.full(v1.shape, "", dtype=object)
     with np.errstate(divide="ignore", invalid="ignore"):
         change = np.where(v1 > 0, (v2 - v1) / v1, np.inf)
@@ -587,11 +687,14 @@ def _judge(fine: _Estimate, coarse: _Estimate, dense_roughness: np.ndarray, rtol
         (rough, "dense kinks: the roughness between samples has the correlation signature of many kinks "
                 "per sampling step, not of white noise, so kinks cancel within steps and are taken for noise; "
                 "the estimate is a lower bound (pass noise= if the noise level is known)"),
+        (curved, "the step does not resolve the smooth curvature: {wide} bump(s) of the second differences "
+                  "wider than a kink were left out; sample more densely"),
         (drops, "estimate drops by {pct:.0%} when the step is doubled: kinks closer than a few samples "
                 "merge or cancel (dense kinks); the estimate is likely a lower bound"),
         (grows, "estimate grows by {pct:.0%} when the step is doubled: curvature or noise is being "
                 "counted as kinks"),
     ):
         for i in np.flatnonzero(mask):
-            reason[i] = text.format(frac=fine.peak_fraction[i], pct=abs(change[i]) if np.isfinite(change[i]) else 1.0)
+            reason[i] = text.format(frac=fine.peak_fraction[i], wide=fine.n_wide[i],
+                                    pct=abs(change[i]) if np.isfinite(change[i]) else 1.0)
     return resolved, reason
