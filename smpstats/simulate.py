@@ -1,0 +1,403 @@
+"""Simulation engine: SMP samples of blocks and chains (DESIGN section 6).
+
+One *trial* draws fresh weights for a chain (from an init family), draws an
+input signal for every input unit along a t-grid (from an input family with
+per-trial parameters), runs the whole grid through the chain as one batched
+forward pass, and measures, per unit, the SMP and the moments of the signal at
+the input and after every stage. Each trial gives one row per stage of a
+tidy :class:`pandas.DataFrame`.
+
+Seeds: the trials' seeds are ``numpy.random.SeedSequence(seed).spawn(n_trials)``,
+so trial ``i`` is the same whatever ``n_trials``, and its results are the same
+bit for bit whatever ``chunk_size`` (the blocks of :mod:`smpstats.blocks` are
+batch invariant; modules passed by the user are run as they are).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ._validation import check_int
+from .blocks import INIT_FAMILIES, Chain, Stage, as_block_specs, build_chain
+from .errors import InputError, ResolutionWarning
+from .inputs import InputDraw, InputFamily, as_input_family
+
+__all__ = ["simulate", "trial_seeds", "STAT_COLUMNS"]
+
+logger = logging.getLogger(__name__)
+
+#: Per-signal statistics recorded with suffix ``_in`` and ``_out``.
+STAT_COLUMNS = ("mu", "sigma", "sigma_dot", "smp", "kinks", "resolved", "n_units")
+
+#: Smallest number of grid points per shortest input length scale before a warning.
+_MIN_POINTS_PER_SCALE = 8.0
+
+#: Default per-t input shape, by the kind of the first block.
+_DEFAULT_SHAPES = {1: (32,), 2: (8, 64), 3: (3, 16, 16)}
+_SHAPE_WORDS = {1: "(features,)", 2: "(channels, length)", 3: "(channels, height, width)"}
+
+
+def _package_version() -> str:
+    from .io import package_version
+
+    return package_version()
+
+
+def trial_seeds(seed: int, n_trials: int) -> np.ndarray:
+    """Return the 63-bit seed of each trial (the ``trial_seed`` column).
+
+    Trial ``i``'s seed depends only on ``seed`` and ``i``.
+    """
+    children = np.random.SeedSequence(seed).spawn(n_trials)
+    return np.array([int(c.generate_state(1, np.uint64)[0] >> np.uint64(1)) for c in children], dtype=np.int64)
+
+
+def _trial_rngs(trial_seed: int) -> tuple[torch.Generator, np.random.Generator]:
+    weights, inputs = np.random.SeedSequence(int(trial_seed)).spawn(2)
+    gen = torch.Generator().manual_seed(int(weights.generate_state(1, np.uint64)[0]))
+    return gen, np.random.default_rng(inputs)
+
+
+def _default_input_shape(spec: Any) -> tuple[int, ...]:
+    if isinstance(spec, torch.nn.Module):
+        first = next(iter(spec.children()), spec) if isinstance(spec, torch.nn.Sequential) else spec
+        if isinstance(first, torch.nn.Linear):
+            shape, why = (first.in_features,), f"in_features of {type(first).__name__}"
+        elif isinstance(first, torch.nn.Conv1d):
+            shape, why = (first.in_channels, 64), f"in_channels of {type(first).__name__}, length 64"
+        elif isinstance(first, torch.nn.Conv2d):
+            shape, why = (first.in_channels, 16, 16), f"in_channels of {type(first).__name__}, 16 x 16"
+        else:
+            raise InputError(
+                f"input_shape is required for a torch module that starts with {type(first).__name__}: pass the "
+                "shape of one input without the batch dimension, e.g. input_shape=(8, 64)."
+            )
+    else:
+        first_block = as_block_specs(spec)[0]
+        rank = first_block.block_type.input_ndim or (2 if first_block.name == "batchnorm" else 1)
+        shape, why = _DEFAULT_SHAPES[rank], f"{_SHAPE_WORDS[rank]} for {first_block.name}"
+    logger.info("simulate: input_shape not given; using %s (%s). Pass input_shape= to choose.", shape, why)
+    return shape
+
+
+def _check_seed(seed: Any) -> int:
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+        logger.info("simulate: seed=None; drew seed %d (stored in df.attrs['smpstats']['seed']).", seed)
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InputError(f"seed must be a non-negative int (or None for a fresh random seed); got {seed!r}.")
+    return int(seed)
+
+
+def _signal_stats(y: np.ndarray, dt: float) -> dict[str, float]:
+    """Statistics of signals ``y`` of shape (n_units, n_points), time along the last axis."""
+    from .grid import smp
+
+    r = smp(y, dt, axis=-1)
+    n_units, n = y.shape
+    mean = y.mean(axis=1)
+    centered = y - mean[:, None]
+    variance = np.einsum("ij,ij->i", centered, centered) / n  # per unit, over t
+    dy = y[:, 1:] - y[:, :-1]
+    return {
+        "mu": float(mean.mean()),
+        "sigma": float(np.sqrt(variance).mean()),
+        "sigma_dot": float(np.sqrt(np.einsum("ij,ij->", dy, dy) / dy.size) / dt),
+        "smp": float(np.mean(r.value)),
+        "kinks": float(np.mean(r.n_peaks)),
+        "resolved": float(np.mean(r.resolved)),
+        "n_units": int(n_units),
+    }
+
+
+def _units_by_time(y: torch.Tensor | np.ndarray, n_points: int) -> np.ndarray:
+    """(n_points, *shape) -> contiguous float64 array of shape (n_units, n_points)."""
+    a = y.numpy() if isinstance(y, torch.Tensor) else y
+    return np.ascontiguousarray(a.reshape(n_points, -1).T)
+
+
+def _forward(chain: Chain, x: torch.Tensor, chunk_size: int | None) -> list[torch.Tensor]:
+    """Outputs of every stage for the batch ``x``, evaluated in chunks of ``chunk_size`` rows."""
+    n = x.shape[0]
+    with torch.inference_mode():
+        if chunk_size is None or chunk_size >= n:
+            outs = []
+            h = x
+            for s in chain.stages:
+                h = s.module(h)
+                outs.append(h)
+            return outs
+        outs = [torch.empty((n, *s.out_shape), dtype=torch.float64) for s in chain.stages]
+        for start in range(0, n, chunk_size):
+            h = x[start:start + chunk_size]
+            for k, s in enumerate(chain.stages):
+                h = s.module(h)
+                outs[k][start:start + chunk_size] = h
+        return outs
+
+
+def _param_columns(stage: Stage) -> dict[str, Any]:
+    """Block parameters as scalar columns (tuples: the value if isotropic, else NaN)."""
+    if stage.spec is None:
+        return {}
+    cols: dict[str, Any] = {}
+    for key, value in stage.spec.resolved().items():
+        if key in ("init", "sigma_w", "sigma_b"):
+            continue
+        if isinstance(value, tuple):
+            value = value[0] if len(set(value)) == 1 else math.nan
+        cols[key] = value
+    k = stage.spec.resolved().get("kernel_size")
+    if k is not None:
+        cols["window"] = int(np.prod(k)) if isinstance(k, tuple) else int(k) ** (len(stage.in_shape) - 1)
+    return cols
+
+
+def _stage_columns(chain: Chain) -> list[dict[str, Any]]:
+    """The per-stage columns that do not change between trials."""
+    out = []
+    for s in chain.stages:
+        out.append({
+            "stage": s.index,
+            "n_stages": len(chain),
+            "block": s.name,
+            "block_spec": s.label,
+            "in_shape": str(s.in_shape),
+            "out_shape": str(s.out_shape),
+            "piecewise_linear": s.piecewise_linear,
+            "creates_kinks": s.creates_kinks,
+            "init": s.init,
+            "sigma_w": s.sigma_w,
+            "sigma_b": s.sigma_b,
+            "fan_in": s.fan_in,
+            **_param_columns(s),
+        })
+    return out
+
+
+def _run_trial(chain: Chain, family: InputFamily, trial: int, trial_seed: int, n_points: int,
+               chunk_size: int | None, stage_cols: list[dict[str, Any]], common: dict[str, Any]) -> list[dict[str, Any]]:
+    gen, rng = _trial_rngs(trial_seed)
+    chain.reinitialize(gen)
+    n_units = int(np.prod(chain.input_shape))
+    draw: InputDraw = family.draw(n_points, n_units, rng)
+    if not isinstance(draw, InputDraw) or draw.x.shape != (n_points, n_units) or draw.x.dtype != np.float64:
+        got = f"x of shape {draw.x.shape} and dtype {draw.x.dtype}" if isinstance(draw, InputDraw) else type(draw).__name__
+        raise InputError(
+            f"{type(family).__name__}.draw must return an InputDraw whose x is a float64 array of shape "
+            f"(n_points, n_units) = ({n_points}, {n_units}); got {got}."
+        )
+    dt = draw.dt
+    x = torch.from_numpy(draw.x.reshape(n_points, *chain.input_shape))
+    outs = _forward(chain, x, chunk_size)
+
+    head = {"trial": trial, "trial_seed": trial_seed, **common, "dt": dt}
+    family_cols = {f"family_{k}": v for k, v in draw.params.items()}
+    stats_in = _signal_stats(np.ascontiguousarray(draw.x.T), dt)
+    rows = []
+    for k, out in enumerate(outs):
+        if isinstance(chain.stages[k].module, torch.nn.Flatten):
+            stats_out = stats_in  # the same signals, reshaped
+        else:
+            stats_out = _signal_stats(_units_by_time(out, n_points), dt)
+        row = {**head, **stage_cols[k], **family_cols}
+        row.update({f"{name}_in": v for name, v in stats_in.items()})
+        row.update({f"{name}_out": v for name, v in stats_out.items()})
+        row["smp_in_true"] = float(np.mean(draw.smp_true)) if (k == 0 and draw.smp_true is not None) else math.nan
+        rows.append(row)
+        stats_in = stats_out
+    return rows
+
+
+_FIRST_COLUMNS = (
+    "trial", "stage", "n_stages", "block", "block_spec", "in_shape", "out_shape", "piecewise_linear",
+    "creates_kinks", "init", "sigma_w", "sigma_b", "fan_in",
+)
+
+
+def _tidy(rows: list[dict[str, Any]], chain: Chain) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    param_cols = []
+    kinds: dict[str, str] = {}
+    for s in chain.stages:
+        if s.spec is None:
+            continue
+        for p in s.spec.block_type.params:
+            if p.name in ("init", "sigma_w", "sigma_b") or p.name in kinds:
+                continue
+            kinds[p.name] = p.kind
+            param_cols.append(p.name)
+    if "window" in df.columns:
+        param_cols.append("window")
+        kinds["window"] = "int"
+    stats = [f"{n}_{side}" for side in ("in", "out") for n in STAT_COLUMNS] + ["smp_in_true"]
+    family_cols = [c for c in df.columns if c.startswith("family_")]
+    tail = ["family", "path_length", "n_points", "dt", *family_cols, "trial_seed", "method"]
+    order = [*_FIRST_COLUMNS, *param_cols, *stats, *tail]
+    df = df[[c for c in order if c in df.columns]]
+    for c in param_cols:
+        if kinds[c] in ("int", "size"):
+            df[c] = df[c].astype("Float64").round().astype("Int64") if df[c].isna().any() else df[c].astype("int64")
+        elif kinds[c] == "bool":
+            df[c] = df[c].astype("boolean")
+        elif kinds[c] == "float":
+            df[c] = df[c].astype("float64")
+    for c in ("piecewise_linear", "creates_kinks"):
+        df[c] = df[c].astype("boolean")
+    for c in ("sigma_w", "sigma_b", "smp_in_true"):
+        df[c] = df[c].astype("float64")
+    df["fan_in"] = df["fan_in"].astype("Float64").round().astype("Int64")
+    for c in ("n_units_in", "n_units_out", "trial", "stage", "n_stages", "n_points", "trial_seed"):
+        df[c] = df[c].astype("int64")
+    return df
+
+
+def simulate(
+    spec: Any,
+    n_trials: int = 100,
+    seed: int | None = 0,
+    *,
+    input_shape: Any = None,
+    path: str | InputFamily = "smooth",
+    n_points: int = 512,
+    chunk_size: int | None = None,
+    init: str = "kaiming",
+    sigma_w: float | None = None,
+    sigma_b: float | None = None,
+    progress: bool = False,
+    method: str = "grid",
+) -> pd.DataFrame:
+    """Collect SMP samples of a block or chain of blocks from torch simulations.
+
+    Parameters
+    ----------
+    spec : str, BlockSpec, sequence of BlockSpec, or torch.nn.Module
+        The chain, e.g. ``"conv1d(out_channels=16, kernel_size=5) | relu |
+        maxpool1d(kernel_size=2)"`` (see :mod:`smpstats.blocks`). Blocks
+        from a spec get fresh weights every trial; a module's weights are
+        kept, so only its inputs vary.
+    n_trials : int >= 1, default=100
+        Number of trials (one weight draw and one input draw each).
+    seed : int >= 0 or None, default=0
+        Root seed; trial seeds come from ``SeedSequence(seed).spawn``. None
+        draws a fresh seed (logged and stored in the attrs).
+    input_shape : tuple of int, optional
+        Shape of one input at one t, without the batch dimension:
+        ``(features,)`` for linear and elementwise blocks, ``(channels,
+        length)`` for conv1d and 1-D pools, ``(channels, height, width)`` for
+        conv2d and 2-D pools. Default from the first block: (32,), (8, 64) or
+        (3, 16, 16) (logged).
+    path : {"smooth", "kinked"} or InputFamily, default="smooth"
+        Input family (:mod:`smpstats.inputs`): smooth SE Gaussian processes,
+        or the same plus random kinks of known SMP.
+    n_points : int >= 8, default=512
+        Grid points along the path (t over ``[0, family.length]``).
+    chunk_size : int >= 1, optional
+        Largest number of grid points per forward pass (bounds memory);
+        None runs each trial's grid in one pass. Results do not depend on it.
+    init : {"kaiming", "xavier", "normal"}, default="kaiming"
+        Chain-wide weight init (blocks may set their own).
+    sigma_w, sigma_b : float >= 0, optional
+        Chain-wide scales for ``init="normal"``.
+    progress : bool, default=False
+        Show a tqdm progress bar over trials.
+    method : {"grid", "exact"}, default="grid"
+        SMP measurement: the grid estimator :func:`smpstats.grid.smp`.
+        ``"exact"`` is not available yet.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per trial and stage. Columns: ``trial``, ``stage`` (1-based),
+        ``n_stages``, ``block``, ``block_spec``, ``in_shape``, ``out_shape``,
+        ``piecewise_linear``, ``creates_kinks``, ``init``, ``sigma_w`` and
+        ``sigma_b`` (effective: weight std times sqrt(fan_in), bias std),
+        ``fan_in``; the block parameters (``out_channels``, ``kernel_size``,
+        ... with defaults filled in; a tuple value that is not the same on
+        every axis is NaN, see ``block_spec``; ``window`` is the number of
+        positions a kernel covers); for the signal entering (``_in``) and
+        leaving (``_out``) the stage: ``mu`` (mean over t and units),
+        ``sigma`` (std over t, averaged over units), ``sigma_dot`` (rms
+        finite-difference derivative, per time unit), ``smp`` (SMP over the
+        path, averaged over units), ``kinks`` (detected kinks per unit),
+        ``resolved`` (fraction of units whose estimate is resolved),
+        ``n_units``; ``smp_in_true`` (exact mean input SMP, stage 1 of the
+        kinked family, else NaN); ``family``, ``path_length``, ``n_points``,
+        ``dt``, the trial's family parameters ``family_*``, ``trial_seed``
+        and ``method``. ``df.attrs["smpstats"]`` holds the spec, seed,
+        settings, package version and creation time.
+    """
+    method = _check_method(method)
+    n_trials = check_int(n_trials, "n_trials", minimum=1)
+    seed = _check_seed(seed)
+    n_points = check_int(n_points, "n_points", minimum=8)
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    if init not in INIT_FAMILIES:
+        raise InputError(f"init must be one of {', '.join(repr(c) for c in INIT_FAMILIES)}; got {init!r}.")
+    family = as_input_family(path)
+    if input_shape is None:
+        input_shape = _default_input_shape(spec)
+    chain = build_chain(spec, input_shape, init=init, sigma_w=sigma_w, sigma_b=sigma_b, generator=0)
+
+    dt = family.length / (n_points - 1)
+    shortest = family.min_length_scale()
+    if shortest is not None and shortest / dt < _MIN_POINTS_PER_SCALE:
+        warnings.warn(
+            f"n_points={n_points} gives {shortest / dt:.1f} grid points per shortest input length scale "
+            f"({shortest:g}); curvature may be taken for kinks. Use n_points >= "
+            f"{int(np.ceil(_MIN_POINTS_PER_SCALE * family.length / shortest)) + 1} or longer length scales.",
+            ResolutionWarning,
+            stacklevel=2,
+        )
+
+    seeds = trial_seeds(seed, n_trials)
+    stage_cols = _stage_columns(chain)
+    common = {"family": family.name, "path_length": float(family.length), "n_points": n_points, "method": method}
+    trials = range(n_trials)
+    if progress:
+        from tqdm.auto import tqdm
+
+        trials = tqdm(trials, desc="simulate", unit="trial")
+    rows: list[dict[str, Any]] = []
+    for i in trials:
+        rows.extend(_run_trial(chain, family, i, int(seeds[i]), n_points, chunk_size, stage_cols, common))
+    df = _tidy(rows, chain)
+    df.attrs["smpstats"] = {
+        "kind": "simulate",
+        "spec": chain.spec,
+        "seed": seed,
+        "n_trials": n_trials,
+        "input_shape": list(chain.input_shape),
+        "path": family.to_dict(),
+        "n_points": n_points,
+        "chunk_size": chunk_size,
+        "init": init,
+        "sigma_w": sigma_w,
+        "sigma_b": sigma_b,
+        "method": method,
+        "package_version": _package_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return df
+
+
+def _check_method(method: Any) -> str:
+    if method == "grid":
+        return method
+    if method == "exact":
+        raise InputError(
+            "method='exact' is not available yet: exact SMP lands with smpstats.exact_smp. "
+            "Use method='grid' (the grid estimator, the default)."
+        )
+    raise InputError(f"method must be 'grid' or 'exact'; got {method!r}.")
