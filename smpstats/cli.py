@@ -1,0 +1,295 @@
+"""Command-line interface: ``smpstats measure | simulate | blocks | demo``.
+
+Only argument parsing, file reading and printing live here; the work is done
+by the library functions, which the messages name so that users can move to
+the Python API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import DataFileError, SMPStatsError
+
+_DESCRIPTION = """\
+Measure and model the nonsmoothness (SMP) of neural networks.
+
+SMP is the sum of the magnitudes of the slope jumps (kinks) of a signal y(t):
+piecewise-linear networks (ReLU, max pooling) put kinks into their outputs when
+their input moves smoothly; smooth processes do not.
+"""
+
+_EPILOG = """\
+examples:
+  smpstats demo                                   # default study, writes a report folder
+  smpstats measure track.csv --dt 0.04            # SMP of each column of a CSV file
+  smpstats measure --spec "conv1d(out_channels=8,kernel_size=3)|relu|maxpool1d(kernel_size=2)" \\
+                   --input-shape 4,64             # SMP of a random network along a smooth path
+  smpstats simulate "relu" --trials 200 --out relu.parquet
+  smpstats blocks maxpool2d                       # parameters of a block
+Run 'smpstats COMMAND --help' for the options of each command.
+"""
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a shape as comma-separated positive ints, e.g. 4,64 or 3,16,16; got {text!r}"
+        ) from None
+    if not shape or any(s < 1 for s in shape):
+        raise argparse.ArgumentTypeError(f"expected positive ints, e.g. 4,64; got {text!r}")
+    return shape
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``smpstats`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="smpstats",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"smpstats {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    m = sub.add_parser(
+        "measure",
+        help="SMP of signals in a file, or of a network along an input path",
+        description=(
+            "Measure SMP. With FILE: each column of a CSV (or each column of a 2-D .npy array; "
+            "rows are time samples) is one signal. With --spec: a network with random weights "
+            "is evaluated along a smooth Gaussian-process path (or a straight segment) and the "
+            "SMP of every output component is measured."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    m.add_argument("file", nargs="?", help="CSV or NPY file of signals (rows = time samples)")
+    m.add_argument("--dt", type=_positive_float, default=1.0, help="time step between rows (time units)")
+    m.add_argument("--noise", type=float, default=None,
+                   help="std of the measurement noise (signal units); estimated when omitted")
+    m.add_argument("--spec", help="block chain to evaluate instead of a file, e.g. 'linear(out_features=16)|relu'")
+    m.add_argument("--input-shape", type=_shape, help="input shape of the network without batch, e.g. 4,64")
+    m.add_argument("--path", choices=("gp", "segment"), default="gp",
+                   help="input path: smooth Gaussian process or straight segment between two random inputs")
+    m.add_argument("--length-scale", type=_positive_float, default=0.25,
+                   help="length scale of the Gaussian-process path (t runs over [0, 1])")
+    m.add_argument("--n-points", type=int, default=2048, help="grid points along the path")
+    m.add_argument("--seed", type=int, default=0, help="seed of the weights and of the path")
+    m.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+
+    s = sub.add_parser(
+        "simulate",
+        help="collect SMP samples from torch simulations of blocks into a Parquet table",
+        description=(
+            "Simulate a block or a chain of blocks (SPEC, e.g. "
+            "'conv2d(out_channels=8,kernel_size=3)|relu|maxpool2d(kernel_size=2)') with random "
+            "weights on random input paths, and record input and output statistics (mu, sigma, "
+            "sigma_dot, SMP, kink counts) per trial and stage. Run 'smpstats blocks' for the blocks."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    s.add_argument("spec", help="block chain, blocks joined by '|'")
+    s.add_argument("--trials", type=int, default=100, help="number of trials (weight and input draws)")
+    s.add_argument("--seed", type=int, default=0, help="root seed; results do not depend on chunking")
+    s.add_argument("--input-shape", type=_shape, default=None,
+                   help="input shape without batch (default chosen from the first block)")
+    s.add_argument("--path", choices=("smooth", "kinked"), default="smooth",
+                   help="input family: smooth Gaussian processes, or the same plus random kinks")
+    s.add_argument("--n-points", type=int, default=512, help="grid points along each path")
+    s.add_argument("--chunk-size", type=int, default=None, help="largest number of points per forward pass")
+    s.add_argument("--init", choices=("kaiming", "xavier", "normal"), default="kaiming", help="weight init family")
+    s.add_argument("--out", "-o", required=True, help="output Parquet file (written atomically)")
+    s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    b = sub.add_parser("blocks", help="list the building blocks and their parameters",
+                       description="Show the building blocks usable in specs, or the parameters of one.")
+    b.add_argument("name", nargs="?", help="block name, e.g. conv2d")
+
+    d = sub.add_parser(
+        "demo",
+        help="run the default study and write a report (markdown + figures)",
+        description=(
+            "Run the default study on this machine (a few minutes): which building blocks create "
+            "nonsmoothness from smooth inputs, simulated against theory, and the SMP of a small "
+            "network along a smooth path. Writes report.md, figures and tables into a folder."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d.add_argument("--out", "-o", default="smpstats-demo", help="folder for the report")
+    d.add_argument("--trials", type=int, default=40, help="trials per block")
+    d.add_argument("--seed", type=int, default=0, help="root seed")
+    d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``smpstats`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return _COMMANDS[args.command](args, parser)
+    except SMPStatsError as exc:
+        print(f"smpstats {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"smpstats {args.command}: interrupted; nothing partial was written.", file=sys.stderr)
+        return 130
+
+
+def _read_signals(path: str) -> tuple[np.ndarray, list[str]]:
+    """Read a CSV or NPY file into an array of shape (n_times, n_components) and column names."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataFileError(f"cannot read {path!r}: no such file.")
+    if p.suffix.lower() == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except Exception as exc:
+            raise DataFileError(f"cannot read {path!r} as a .npy array: {exc}") from None
+        arr = arr[:, None] if arr.ndim == 1 else arr
+        if arr.ndim != 2:
+            raise DataFileError(
+                f"{path!r} holds an array of shape {arr.shape}; expected (n_times,) or (n_times, n_components)."
+            )
+        return arr, [str(i) for i in range(arr.shape[1])]
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(p)
+        if all(_is_number(c) for c in frame.columns):  # no header row
+            frame = pd.read_csv(p, header=None)
+    except Exception as exc:
+        raise DataFileError(f"cannot read {path!r} as CSV (one column per signal, one row per time sample): {exc}") from None
+    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        raise DataFileError(
+            f"{path!r}: column(s) {', '.join(map(str, bad))} are not numeric; expected one numeric column per "
+            "signal and one row per time sample (a header row is allowed)."
+        )
+    return frame.to_numpy(dtype=np.float64), [str(c) for c in frame.columns]
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _cmd_measure(args, parser) -> int:
+    import pandas as pd
+
+    if (args.file is None) == (args.spec is None):
+        parser.error("measure needs either FILE or --spec (not both)")
+    if args.file is not None:
+        from .grid import smp
+
+        signals, names = _read_signals(args.file)
+        result = smp(signals, dt=args.dt, axis=0, noise=args.noise)
+        table = result.to_frame().drop(columns=["index_0"])
+        table.insert(0, "signal", names)
+        title = f"SMP of {len(names)} signal(s) in {args.file} ({signals.shape[0]} samples, dt={args.dt:g})"
+    else:
+        if args.input_shape is None:
+            parser.error("--spec needs --input-shape (e.g. --input-shape 4,64)")
+        from .blocks import build_chain
+        from .measure import measure
+        from .paths import GaussianProcessPath, SegmentPath
+
+        chain = build_chain(args.spec, args.input_shape, generator=args.seed)
+        if args.path == "gp":
+            path = GaussianProcessPath(args.input_shape, length_scale=args.length_scale, seed=args.seed)
+        else:
+            rng = np.random.default_rng(args.seed)
+            path = SegmentPath(rng.standard_normal(args.input_shape), rng.standard_normal(args.input_shape))
+        result = measure(chain, path, args.n_points, noise=args.noise, progress=not args.json)
+        table = result.to_frame()
+        title = (
+            f"SMP of {chain.spec} with random weights (seed {args.seed}) along a "
+            f"{'Gaussian-process path' if args.path == 'gp' else 'straight segment'}, {args.n_points} points"
+        )
+        result = result.smp
+    if args.json:
+        out = {"title": title, "total": float(np.sum(result.value)), "rows": json.loads(table.to_json(orient="records"))}
+        print(json.dumps(out, indent=2))
+        return 0
+    print(title)
+    with pd.option_context("display.max_rows", 40, "display.width", 120, "display.max_colwidth", 60):
+        print(table.to_string(index=False, max_rows=40))
+    print()
+    print(result.summary())
+    return 0
+
+
+def _cmd_simulate(args, parser) -> int:
+    from .io import save_samples
+    from .simulate import simulate
+
+    table = simulate(
+        args.spec,
+        n_trials=args.trials,
+        seed=args.seed,
+        input_shape=args.input_shape,
+        path=args.path,
+        n_points=args.n_points,
+        chunk_size=args.chunk_size,
+        init=args.init,
+        progress=not args.no_progress,
+    )
+    out = save_samples(table, args.out)
+    cols = [c for c in ("stage", "block", "smp_in", "smp_out", "kinks_out", "resolved_out") if c in table]
+    print(f"wrote {len(table)} rows ({args.trials} trials x {table['stage'].nunique()} stage(s)) to {out}")
+    print(table[cols].groupby(["stage", "block"], sort=False).mean().to_string())
+    print("Next: smpstats.load_samples(path) reads the table back with its metadata.")
+    return 0
+
+
+def _cmd_blocks(args, parser) -> int:
+    from .blocks import block_help
+
+    print(block_help(args.name))
+    return 0
+
+
+def _cmd_demo(args, parser) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.out, n_trials=args.trials, seed=args.seed, progress=not args.no_progress)
+    print(f"report written to {report}")
+    return 0
+
+
+_COMMANDS = {
+    "measure": _cmd_measure,
+    "simulate": _cmd_simulate,
+    "blocks": _cmd_blocks,
+    "demo": _cmd_demo,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

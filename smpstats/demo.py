@@ -1,0 +1,174 @@
+"""``smpstats demo``: the default study, written as a small report folder.
+
+Sections:
+1. Sources of nonsmoothness (:func:`smpstats.studies.sources_of_nonsmoothness`):
+   which blocks create SMP from smooth inputs, simulation beside theory.
+2. A small convolutional network along a smooth Gaussian-process path: SMP per
+   output component with the resolution check, and the grid estimate against
+   the step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import atomic_write, save_samples
+
+__all__ = ["run_demo", "DEMO_CHAIN"]
+
+logger = logging.getLogger(__name__)
+
+#: The network measured in section 2 (input shape (4, 64)).
+DEMO_CHAIN = (
+    "conv1d(out_channels=8,kernel_size=5)|relu|maxpool1d(kernel_size=2)|"
+    "conv1d(out_channels=8,kernel_size=3)|relu|linear(out_features=3)"
+)
+_DEMO_INPUT_SHAPE = (4, 64)
+
+
+def _save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_write(path) as fh:
+        fig.savefig(fh, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_write(path) as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def _markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    return df.to_markdown(index=False, floatfmt=floatfmt)
+
+
+def run_demo(out_dir: str | Path = "smpstats-demo", *, n_trials: int = 40, seed: int = 0,
+             progress: bool = True) -> Path:
+    """Run the default study and write ``report.md`` with figures and tables.
+
+    Parameters
+    ----------
+    out_dir : str or path, default="smpstats-demo"
+        Folder for the report (created if needed; files in it are replaced
+        atomically, other files are left alone).
+    n_trials : int, default=40
+        Trials per block in section 1.
+    seed : int, default=0
+        Root seed of the whole demo.
+    progress : bool, default=True
+        Show progress bars.
+
+    Returns
+    -------
+    pathlib.Path
+        Path of ``report.md``.
+    """
+    from .blocks import build_chain
+    from .measure import measure
+    from .paths import GaussianProcessPath
+    from .plotting import plot_kinks, plot_refinement, plot_sources
+    from .studies import sources_of_nonsmoothness
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    # 1. sources of nonsmoothness
+    study = sources_of_nonsmoothness(n_trials=n_trials, seed=seed, progress=progress)
+    save_samples(study.samples, out / "sources_samples.parquet", metadata={"study": "sources_of_nonsmoothness"})
+    table = study.table[["block_spec", "n_trials", "smp_out", "smp_out_sem", "smp_out_rel", "kinks_out",
+                         "theory_smp", "rel_error", "resolved_out", "creates_smp"]]
+    with atomic_write(out / "sources_table.csv") as fh:
+        fh.write(table.to_csv(index=False).encode("utf-8"))
+    _save_figure(plot_sources(study), out / "sources.png")
+
+    # 2. a small network along a smooth path, at growing resolution
+    chain = build_chain(DEMO_CHAIN, _DEMO_INPUT_SHAPE, generator=seed)
+    path = GaussianProcessPath(_DEMO_INPUT_SHAPE, length_scale=0.25, seed=seed)
+    rows = []
+    results = {}
+    for n_points in (513, 2049, 8193, 32769):
+        res = measure(chain, path, n_points, keep_outputs=True, progress=False)
+        results[n_points] = res
+        rows.append({"n_points": n_points, "dt": res.dt, "smp_total": res.total,
+                     "kinks_total": int(np.sum(res.smp.n_peaks)), "resolved": bool(np.all(res.resolved))})
+        logger.info("demo: measured %s at %d points", DEMO_CHAIN, n_points)
+    refinement = pd.DataFrame(rows)
+    _save_figure(plot_refinement(refinement), out / "refinement.png")
+    finest = results[max(results)]
+    per_component = finest.to_frame()
+    comp = 0
+    from .grid import smp
+
+    fig = plot_kinks(finest.t, finest.outputs[:, comp], smp(finest.outputs[:, comp], dt=finest.dt),
+                     label=f"output component {comp}")
+    fig.axes[0].set_title(f"{DEMO_CHAIN}\nalong a smooth Gaussian-process path ({max(results)} points)", fontsize=9)
+    fig.tight_layout()
+    _save_figure(fig, out / "network_output.png")
+
+    elapsed = time.perf_counter() - started
+    from . import __version__
+
+    kink_blocks = ", ".join(study.table.loc[study.table["creates_smp"], "block_spec"])
+    smooth_blocks = ", ".join(study.table.loc[~study.table["creates_smp"], "block_spec"])
+    with_theory = study.table[study.table["theory_smp"].notna()]
+    report = f"""# smpstats demo report
+
+smpstats {__version__}, seed {seed}, {elapsed:.0f} s on this machine.
+
+## 1. Which building blocks create nonsmoothness
+
+Each block was simulated {n_trials} times with fresh weights on smooth inputs
+(independent squared-exponential Gaussian processes per input unit, with
+mean, std and length scale drawn per trial; path length 1, 512 points). The
+table gives the mean output SMP per unit, its standard error (it varies
+with each trial's input statistics), the SMP relative to the input slope
+scale sigma' T, and for the
+rectifiers and max pooling the theory of DESIGN §4 (Kac-Rice; pairwise
+switching over i.i.d. inputs), evaluated at each trial's exact input
+statistics.
+
+- **Create SMP:** {kink_blocks or "none"}
+- **Create none (SMP 0 within noise):** {smooth_blocks or "none"}
+- Theory against simulation: relative error of the mean between
+  {with_theory['rel_error'].abs().min():.1%} and {with_theory['rel_error'].abs().max():.1%}.
+
+{_markdown(table)}
+
+![sources](sources.png)
+
+## 2. A small network along a smooth path
+
+`{DEMO_CHAIN}` (input shape {_DEMO_INPUT_SHAPE}, Kaiming init) along a
+smooth Gaussian-process path (length scale 0.25 on t in [0, 1]), measured
+with the grid estimator at growing resolution. `resolved` says whether the
+estimate holds when the step is doubled; unresolved estimates are lower
+bounds.
+
+{_markdown(refinement)}
+
+Per output component at {max(results)} points:
+
+{_markdown(per_component)}
+
+![refinement](refinement.png)
+
+![network output](network_output.png)
+
+## Next steps
+
+- `smpstats simulate SPEC --trials N --out samples.parquet` collects samples
+  for your own blocks; `smpstats measure --spec SPEC --input-shape ...`
+  measures a network along a path.
+- The tables of this report: `sources_table.csv`, `sources_samples.parquet`
+  (read with `smpstats.load_samples`).
+"""
+    report_path = out / "report.md"
+    _write_text(report_path, report)
+    return report_path
