@@ -12,7 +12,9 @@ Main entry points (imported lazily, so ``import smpstats`` is cheap):
 - :class:`SegmentPath`, :class:`GaussianProcessPath`, :class:`SequencePath` — input paths.
 - :func:`simulate` — SMP samples from torch simulations of building blocks.
 - :func:`parse_spec`, :func:`build_chain` — block specifications.
+- :class:`SmoothInputs`, :class:`KinkedInputs` — input families for simulations.
 - :func:`save_samples`, :func:`load_samples` — Parquet tables with metadata.
+- :mod:`theory` — expected SMP and moments of blocks (DESIGN §4).
 """
 
 from __future__ import annotations
@@ -41,9 +43,16 @@ _EXPORTS = {
     "format_spec": "blocks",
     "build_chain": "blocks",
     "BlockSpec": "blocks",
+    "Chain": "blocks",
+    "block_help": "blocks",
+    "InputFamily": "inputs",
+    "SmoothInputs": "inputs",
+    "KinkedInputs": "inputs",
+    "read_metadata": "io",
     "save_samples": "io",
     "load_samples": "io",
     "theory": None,
+    "studies": None,
     "errors": None,
     "processes": None,
 }

@@ -28,32 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .processes import SEFourierModes, sample_random_kinks
-
-#: Wrap-around margin of the periodised SE process, in length scales: points of
-#: the path are at least this far apart around the period, where the SE
-#: covariance is exp(-9**2 / 2) ~ 2.6e-18, below float64 resolution.
-_WRAP_MARGIN = 9.0
-#: Modes whose variance is below this fraction of the largest are dropped
-#: (amplitude ~3e-9 relative).
-_MODE_RTOL = 1e-17
-
-
-def _se_modes(span: float, length_scale: float) -> SEFourierModes:
-    """Fourier modes of a unit-variance SE process on [0, span], exact to float64 resolution.
-
-    Same construction as :func:`smpstats.processes.se_fourier_modes` (mode
-    variances of the periodised kernel: a_0 = l sqrt(2 pi) / P,
-    a_k = 2 a_0 exp(-(w_k l)^2 / 2)), with the period ``span + 9 l``
-    instead of ``span + 24 l``: the same covariance to ~1e-18 with about half
-    the modes, which halves the cost of drawing inputs.
-    """
-    period = span + _WRAP_MARGIN * length_scale
-    k_max = int(np.ceil(np.sqrt(-2.0 * np.log(_MODE_RTOL)) * period / (2 * np.pi * length_scale))) + 1
-    omega = 2 * np.pi * np.arange(k_max) / period
-    variance = (length_scale * np.sqrt(2 * np.pi) / period) * np.exp(-0.5 * (omega * length_scale) ** 2)
-    variance[1:] *= 2.0
-    return SEFourierModes(omega=omega, amplitude=np.sqrt(variance))
+from .processes import sample_random_kinks, se_fourier_modes
 
 __all__ = ["InputFamily", "InputDraw", "SmoothInputs", "KinkedInputs", "as_input_family", "INPUT_FAMILIES"]
 
@@ -188,7 +163,7 @@ class SmoothInputs(InputFamily):
         return {"mu": mu, "sigma": sigma, "length_scale": length_scale, "sigma_dot": sigma / length_scale}
 
     def _smooth(self, t: np.ndarray, n_units: int, p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
-        modes = _se_modes(self.length, p["length_scale"])
+        modes = se_fourier_modes(self.length, p["length_scale"])
         z = rng.standard_normal((2 * modes.omega.shape[0], n_units))
         x = modes.basis(t) @ z  # (n_points, n_units)
         x *= p["sigma"]
