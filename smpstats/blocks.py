@@ -31,7 +31,7 @@ elementwise blocks take any shape; ``batchnorm`` normalises the first axis.
 Modules built here give the same result for a sample whatever the batch it
 is evaluated in (bit for bit): linear layers multiply fixed-size blocks of
 rows, and the smooth activations as compositions of elementwise torch functions that have
-no separate scalar code path. :func:`smpstats.simulate.simulate` relies on
+no separate scalar code path. :func:`smpstats.simulation.simulate` relies on
 this for results that do not depend on ``chunk_size``.
 """
 

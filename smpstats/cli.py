@@ -217,7 +217,7 @@ def _cmd_measure(args, parser) -> int:
         if args.input_shape is None:
             parser.error("--spec needs --input-shape (e.g. --input-shape 4,64)")
         from .blocks import build_chain
-        from .measure import measure
+        from .measurement import measure
         from .paths import GaussianProcessPath, SegmentPath
 
         chain = build_chain(args.spec, args.input_shape, generator=args.seed)
@@ -247,7 +247,7 @@ def _cmd_measure(args, parser) -> int:
 
 def _cmd_simulate(args, parser) -> int:
     from .io import save_samples
-    from .simulate import simulate
+    from .simulation import simulate
 
     table = simulate(
         args.spec,

@@ -70,7 +70,7 @@ def run_demo(out_dir: str | Path = "smpstats-demo", *, n_trials: int = 40, seed:
         Path of ``report.md``.
     """
     from .blocks import build_chain
-    from .measure import measure
+    from .measurement import measure
     from .paths import GaussianProcessPath
     from .plotting import plot_kinks, plot_refinement, plot_sources
     from .studies import sources_of_nonsmoothness

@@ -3,7 +3,7 @@
 :func:`save_samples` writes a :class:`pandas.DataFrame` to Parquet (pyarrow)
 and stores JSON metadata under the key ``b"smpstats"`` of the file's schema
 metadata: what ``df.attrs["smpstats"]`` holds (spec, seed, settings, from
-:func:`smpstats.simulate.simulate`), the caller's ``metadata``, the package
+:func:`smpstats.simulation.simulate`), the caller's ``metadata``, the package
 version and the creation time. The write is atomic: the table goes to a
 temporary file in the target's directory, which is flushed, synced and then
 renamed over the target, so a crash leaves either the old file or the new one,
@@ -85,7 +85,7 @@ def save_samples(df, path: str | os.PathLike, *, metadata: dict[str, Any] | None
     Parameters
     ----------
     df : pandas.DataFrame
-        The table, e.g. from :func:`smpstats.simulate.simulate`. Its
+        The table, e.g. from :func:`smpstats.simulation.simulate`. Its
         ``attrs["smpstats"]`` (spec, seed, ...) is stored with it.
     path : str or path-like
         Target file (conventionally ``*.parquet``); its directory must exist.

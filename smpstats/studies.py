@@ -123,7 +123,7 @@ def sources_of_nonsmoothness(
     -------
     SourcesStudy
     """
-    from .simulate import simulate
+    from .simulation import simulate
 
     frames = []
     for i, (spec, shape) in enumerate(blocks):

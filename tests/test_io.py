@@ -15,7 +15,7 @@ import pytest
 from smpstats.errors import DataFileError, InputError
 from smpstats.inputs import SmoothInputs
 from smpstats.io import METADATA_KEY, atomic_write, load_samples, package_version, read_metadata, save_samples
-from smpstats.simulate import simulate
+from smpstats.simulation import simulate
 
 
 def full(message: str) -> str:

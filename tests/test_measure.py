@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from smpstats.errors import InputError, SignalError, SMPStatsError
-from smpstats.measure import MeasureResult, measure
+from smpstats.measurement import MeasureResult, measure
 from smpstats.paths import GaussianProcessPath, SegmentPath, SequencePath
 
 #: Kink times of the hidden units whose pre-activation crosses zero inside (0, 1),
@@ -143,7 +143,7 @@ def test_float64_eval_module_runs_as_is(caplog):
     net64.eval()
     calls = []
     net64.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
-    with caplog.at_level(logging.INFO, logger="smpstats.measure"):
+    with caplog.at_level(logging.INFO, logger="smpstats.measurement"):
         result = measure(net64, SegmentPath(start, end), 2001, chunk_size=1000)
     assert calls == [1000, 1000, 1]  # the module itself ran: no copy was needed
     assert not any("copy" in m for m in caplog.messages)
@@ -200,7 +200,7 @@ def test_sequence_path_uses_its_stamps():
 
 
 def test_default_points_are_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="smpstats.measure"):
+    with caplog.at_level(logging.INFO, logger="smpstats.measurement"):
         result = measure(lambda x: x[:, 0] ** 2, SegmentPath([0.0], [1.0]))
     assert result.n_points == 1024
     assert "measure: n_points not given; using 1024 points along the path." in caplog.messages
@@ -208,7 +208,7 @@ def test_default_points_are_logged(caplog):
 
 def test_copy_of_module_is_logged(caplog, relu_case):
     net, start, end, _, _ = relu_case
-    with caplog.at_level(logging.INFO, logger="smpstats.measure"):
+    with caplog.at_level(logging.INFO, logger="smpstats.measurement"):
         measure(net, SegmentPath(start, end), 101)
     assert ("measure: running a float64 copy of Sequential in eval mode (the module passed is left unchanged)."
             in caplog.messages)

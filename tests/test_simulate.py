@@ -15,7 +15,7 @@ from torch import nn
 
 from smpstats.errors import InputError, ResolutionWarning
 from smpstats.inputs import InputDraw, InputFamily, KinkedInputs, SmoothInputs, as_input_family
-from smpstats.simulate import STAT_COLUMNS, simulate, trial_seeds
+from smpstats.simulation import STAT_COLUMNS, simulate, trial_seeds
 
 SPEC = "conv1d(out_channels=4, kernel_size=3) | relu | maxpool1d(kernel_size=2)"
 SMALL = dict(input_shape=(2, 24), n_points=256)
@@ -228,7 +228,7 @@ def test_torch_module_keeps_its_weights():
 
 
 def test_default_input_shape_is_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="smpstats.simulate"):
+    with caplog.at_level(logging.INFO, logger="smpstats.simulation"):
         df = simulate("conv2d(out_channels=2, kernel_size=3)", 1, n_points=64, path=SmoothInputs(length_scale=0.2))
     assert df["in_shape"].iloc[0] == "(3, 16, 16)"
     assert (
