@@ -343,27 +343,40 @@ class _Estimate:
 
 def _masked_quantile(values: np.ndarray, valid: np.ndarray, q: float) -> np.ndarray:
     """Per-row ``q`` quantile (lower order statistic) of ``values`` where ``valid``; 0 where none."""
-    sub = np.sort(np.where(valid, values, np.inf), axis=-1)
-    n_valid = valid.sum(axis=-1)
-    k = np.clip(np.floor(q * (n_valid - 1)).astype(np.int64), 0, None)
-    out = np.take_along_axis(sub, k[:, None], axis=-1)[:, 0]
-    return np.where(n_valid > 0, out, 0.0)
+    n = values.shape[-1]
+    out = np.zeros(values.shape[0])
+    full = valid.all(axis=-1)
+    if full.any():  # O(n) selection where every entry is valid
+        k = int(np.floor(q * (n - 1)))
+        out[full] = np.partition(values[full], k, axis=-1)[:, k]
+    if not full.all():
+        part = ~full
+        sub = np.sort(np.where(valid[part], values[part], np.inf), axis=-1)
+        n_valid = valid[part].sum(axis=-1)
+        k = np.clip(np.floor(q * (n_valid - 1)).astype(np.int64), 0, None)
+        picked = np.take_along_axis(sub, k[:, None], axis=-1)[:, 0]
+        out[part] = np.where(n_valid > 0, picked, 0.0)
+    return out
 
 
 def _masked_median_abs(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Per-row median of ``|values|`` where ``valid``, in O(n) (0 where none valid).
 
-    The invalid entries of each row are replaced, half by -1 and half by
+    In rows with invalid entries, these are replaced, half by -1 and half by
     +inf, so that the middle order statistic of the row is the median of the
     valid entries (to within half a rank), found by one partition.
     """
+    work = np.abs(values)
     invalid = ~valid
-    n_invalid = invalid.sum(axis=-1)
-    low = invalid & (np.cumsum(invalid, axis=-1) <= ((n_invalid + 1) // 2)[:, None])
-    work = np.where(valid, np.abs(values), np.where(low, -1.0, np.inf))
+    partial = invalid.any(axis=-1)
+    if partial.any():
+        inv = invalid[partial]
+        n_invalid = inv.sum(axis=-1)
+        low = inv & (np.cumsum(inv, axis=-1) <= ((n_invalid + 1) // 2)[:, None])
+        work[partial] = np.where(inv, np.where(low, -1.0, np.inf), work[partial])
     mid = work.shape[-1] // 2
     part = np.partition(work, mid, axis=-1)[:, mid]
-    return np.where(n_invalid < valid.shape[-1], part, 0.0)
+    return np.where(invalid.all(axis=-1), 0.0, part)
 
 
 def _robust_scale(e: np.ndarray, stride: int = 1) -> np.ndarray:
@@ -415,7 +428,7 @@ def _roughness_and_noise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat_d = (y0 == y1) & (y1 == y2)
     flat_e = flat_d & (y2 == y3)
     scale_e = _MAD_TO_STD * _masked_median_abs(e, ~flat_e)
-    stride = max(1, d1.shape[-1] // 256)
+    stride = -(-d1.shape[-1] // 256)  # at most 256 second differences for the low quantile
     low_d = _masked_quantile(np.abs(d1[:, ::stride]), ~flat_d[:, ::stride], 0.1)
     sparse = (~flat_e).sum(axis=-1) < 0.25 * e.shape[-1]
     if sparse.any() and n - 3 > e.shape[-1]:

@@ -36,7 +36,10 @@ __all__ = ["simulate", "trial_seeds", "STAT_COLUMNS"]
 logger = logging.getLogger(__name__)
 
 #: Per-signal statistics recorded with suffix ``_in`` and ``_out``.
-STAT_COLUMNS = ("mu", "sigma", "sigma_dot", "smp", "kinks", "resolved", "n_units")
+STAT_COLUMNS = ("mu", "sigma", "sigma_dot", "smp", "kinks", "resolved", "n_units", "n_measured")
+
+#: Entropy word that separates the unit-subset stream from the trial's other streams.
+_UNIT_STREAM = 0x756E697473
 
 #: Smallest number of grid points per shortest input length scale before a warning.
 _MIN_POINTS_PER_SCALE = 8.0
@@ -99,12 +102,15 @@ def _check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def _signal_stats(y: np.ndarray, dt: float) -> dict[str, float]:
-    """Statistics of signals ``y`` of shape (n_units, n_points), time along the last axis."""
+def _signal_stats(y: np.ndarray, n_units: int, dt: float) -> dict[str, float]:
+    """Statistics of signals ``y`` of shape (n_measured, n_points), time along the last axis.
+
+    ``y`` holds all ``n_units`` units of a stage or a random subset of them.
+    """
     from .grid import smp
 
     r = smp(y, dt, axis=-1)
-    n_units, n = y.shape
+    n_measured, n = y.shape
     mean = y.mean(axis=1)
     centered = y - mean[:, None]
     variance = np.einsum("ij,ij->i", centered, centered) / n  # per unit, over t
@@ -117,13 +123,23 @@ def _signal_stats(y: np.ndarray, dt: float) -> dict[str, float]:
         "kinks": float(np.mean(r.n_peaks)),
         "resolved": float(np.mean(r.resolved)),
         "n_units": int(n_units),
+        "n_measured": int(n_measured),
     }
 
 
-def _units_by_time(y: torch.Tensor | np.ndarray, n_points: int) -> np.ndarray:
-    """(n_points, *shape) -> contiguous float64 array of shape (n_units, n_points)."""
+def _units_by_time(y: torch.Tensor | np.ndarray, n_points: int, max_units: int | None,
+                   rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """(n_points, *shape) -> (contiguous float64 array (n_measured, n_points), n_units).
+
+    At most ``max_units`` units are kept: a random subset drawn from ``rng``
+    (the per-unit means stay unbiased).
+    """
     a = y.numpy() if isinstance(y, torch.Tensor) else y
-    return np.ascontiguousarray(a.reshape(n_points, -1).T)
+    a = a.reshape(n_points, -1)
+    n_units = a.shape[1]
+    if max_units is not None and n_units > max_units:
+        a = a[:, np.sort(rng.choice(n_units, size=max_units, replace=False))]
+    return np.ascontiguousarray(a.T), n_units
 
 
 def _forward(chain: Chain, x: torch.Tensor, chunk_size: int | None) -> list[torch.Tensor]:
@@ -186,7 +202,8 @@ def _stage_columns(chain: Chain) -> list[dict[str, Any]]:
 
 
 def _run_trial(chain: Chain, family: InputFamily, trial: int, trial_seed: int, n_points: int,
-               chunk_size: int | None, stage_cols: list[dict[str, Any]], common: dict[str, Any]) -> list[dict[str, Any]]:
+               chunk_size: int | None, max_units: int | None, stage_cols: list[dict[str, Any]],
+               common: dict[str, Any]) -> list[dict[str, Any]]:
     gen, rng = _trial_rngs(trial_seed)
     chain.reinitialize(gen)
     n_units = int(np.prod(chain.input_shape))
@@ -203,13 +220,15 @@ def _run_trial(chain: Chain, family: InputFamily, trial: int, trial_seed: int, n
 
     head = {"trial": trial, "trial_seed": trial_seed, **common, "dt": dt}
     family_cols = {f"family_{k}": v for k, v in draw.params.items()}
-    stats_in = _signal_stats(np.ascontiguousarray(draw.x.T), dt)
+    # Units to measure are drawn from their own stream, so that they never change the inputs or weights.
+    unit_rng = np.random.default_rng([trial_seed, _UNIT_STREAM])
+    stats_in = _signal_stats(*_units_by_time(draw.x, n_points, max_units, unit_rng), dt=dt)
     rows = []
     for k, out in enumerate(outs):
         if isinstance(chain.stages[k].module, torch.nn.Flatten):
             stats_out = stats_in  # the same signals, reshaped
         else:
-            stats_out = _signal_stats(_units_by_time(out, n_points), dt)
+            stats_out = _signal_stats(*_units_by_time(out, n_points, max_units, unit_rng), dt=dt)
         row = {**head, **stage_cols[k], **family_cols}
         row.update({f"{name}_in": v for name, v in stats_in.items()})
         row.update({f"{name}_out": v for name, v in stats_out.items()})
@@ -276,6 +295,7 @@ def simulate(
     sigma_b: float | None = None,
     progress: bool = False,
     method: str = "grid",
+    max_units: int | None = 2048,
 ) -> pd.DataFrame:
     """Collect SMP samples of a block or chain of blocks from torch simulations.
 
@@ -314,6 +334,12 @@ def simulate(
     method : {"grid", "exact"}, default="grid"
         SMP measurement: the grid estimator :func:`smpstats.grid.smp`.
         ``"exact"`` is not available yet.
+    max_units : int >= 1 or None, default=2048
+        Largest number of units whose signals are measured per stage: wider
+        stages are measured on a random subset (fixed by the trial seed), which
+        keeps the per-unit means unbiased and bounds the cost of measurement
+        against the forward pass. None measures every unit. The columns
+        ``n_units_*`` and ``n_measured_*`` record both counts.
 
     Returns
     -------
@@ -343,6 +369,8 @@ def simulate(
     n_points = check_int(n_points, "n_points", minimum=8)
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    if max_units is not None:
+        max_units = check_int(max_units, "max_units", minimum=1)
     if init not in INIT_FAMILIES:
         raise InputError(f"init must be one of {', '.join(repr(c) for c in INIT_FAMILIES)}; got {init!r}.")
     family = as_input_family(path)
@@ -371,7 +399,7 @@ def simulate(
         trials = tqdm(trials, desc="simulate", unit="trial")
     rows: list[dict[str, Any]] = []
     for i in trials:
-        rows.extend(_run_trial(chain, family, i, int(seeds[i]), n_points, chunk_size, stage_cols, common))
+        rows.extend(_run_trial(chain, family, i, int(seeds[i]), n_points, chunk_size, max_units, stage_cols, common))
     df = _tidy(rows, chain)
     df.attrs["smpstats"] = {
         "kind": "simulate",
@@ -386,6 +414,7 @@ def simulate(
         "sigma_w": sigma_w,
         "sigma_b": sigma_b,
         "method": method,
+        "max_units": max_units,
         "package_version": _package_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
