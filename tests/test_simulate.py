@@ -328,3 +328,25 @@ def test_simulate_leaves_global_random_state_alone():
     simulate("linear(out_features=3) | relu", 2, input_shape=(4,), n_points=128, path=RESOLVED_SMOOTH)
     assert torch.equal(torch_state, torch.random.get_rng_state())
     assert np.array_equal(np_state, np.random.get_state()[1])
+
+
+def test_max_units_measures_a_fixed_random_subset():
+    spec, shape = "relu", (256,)
+    full = simulate(spec, 12, seed=4, input_shape=shape, max_units=None)
+    sub = simulate(spec, 12, seed=4, input_shape=shape, max_units=32)
+    assert (full["n_measured_out"] == 256).all() and (sub["n_measured_out"] == 32).all()
+    assert (sub["n_units_out"] == 256).all()
+    # the subset does not change the inputs or weights: same family draws, same input moments in expectation
+    np.testing.assert_array_equal(full["family_sigma"], sub["family_sigma"])
+    # unbiased: per-trial means of a 32-unit subset scatter around the full mean
+    rel = (sub["smp_out"] - full["smp_out"]) / full["smp_out"]
+    assert abs(rel.mean()) < 3 * rel.std(ddof=1) / np.sqrt(len(rel)) + 0.02
+    assert rel.abs().max() < 0.6
+    # the subset is fixed by the trial seed, whatever the chunking
+    again = simulate(spec, 12, seed=4, input_shape=shape, max_units=32, chunk_size=100)
+    pd.testing.assert_frame_equal(sub, again, check_like=True)
+
+
+def test_max_units_is_validated():
+    with pytest.raises(InputError, match=r"max_units must be an int >= 1; got 0\."):
+        simulate("relu", 1, input_shape=(4,), max_units=0)
