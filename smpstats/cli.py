@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n-points", type=int, default=2048, help="grid points along the path")
     m.add_argument("--seed", type=int, default=0, help="seed of the weights and of the path")
     m.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    m.set_defaults(subparser=m)
 
     s = sub.add_parser(
         "simulate",
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init", choices=("kaiming", "xavier", "normal"), default="kaiming", help="weight init family")
     s.add_argument("--out", "-o", required=True, help="output Parquet file (written atomically)")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    s.set_defaults(subparser=s)
 
     b = sub.add_parser("blocks", help="list the building blocks and their parameters",
                        description="Show the building blocks usable in specs, or the parameters of one.")
@@ -152,8 +154,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args, parser)
     except SMPStatsError as exc:
-        print(f"smpstats {args.command}: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        for python_name, option in _OPTION_NAMES.get(args.command, {}).items():
+            message = message.replace(python_name, option)
+        print(f"smpstats {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. head: stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"smpstats {args.command}: interrupted; nothing partial was written.", file=sys.stderr)
         return 130
@@ -161,26 +171,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _read_signals(path: str) -> tuple[np.ndarray, list[str]]:
     """Read a CSV or NPY file into an array of shape (n_times, n_components) and column names."""
+    import pandas as pd
+
     p = Path(path)
     if not p.is_file():
         raise DataFileError(f"cannot read {path!r}: no such file.")
     if p.suffix.lower() == ".npy":
+        with open(p, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise DataFileError(f"cannot read {path!r}: it is not a .npy array file (no NumPy header).")
         try:
             arr = np.load(p, allow_pickle=False)
         except Exception as exc:
-            raise DataFileError(f"cannot read {path!r} as a .npy array: {exc}") from None
+            raise DataFileError(f"cannot read {path!r} as a numeric .npy array: {exc}") from None
+        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+            raise DataFileError(f"{path!r} holds an array of dtype {arr.dtype}; expected numbers.")
         arr = arr[:, None] if arr.ndim == 1 else arr
         if arr.ndim != 2:
             raise DataFileError(
                 f"{path!r} holds an array of shape {arr.shape}; expected (n_times,) or (n_times, n_components)."
             )
         return arr, [str(i) for i in range(arr.shape[1])]
-    import pandas as pd
-
     try:
-        frame = pd.read_csv(p)
-        if all(_is_number(c) for c in frame.columns):  # no header row
-            frame = pd.read_csv(p, header=None)
+        first = pd.read_csv(p, header=None, dtype=str, nrows=1)
+        has_header = not all(_is_number(c) for c in first.iloc[0])
+        frame = pd.read_csv(p, header=0 if has_header else None)
     except Exception as exc:
         raise DataFileError(f"cannot read {path!r} as CSV (one column per signal, one row per time sample): {exc}") from None
     bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
@@ -190,6 +205,17 @@ def _read_signals(path: str) -> tuple[np.ndarray, list[str]]:
             "signal and one row per time sample (a header row is allowed)."
         )
     return frame.to_numpy(dtype=np.float64), [str(c) for c in frame.columns]
+
+
+def _json_default(value):
+    """JSON for numpy scalars and arrays (full float64 precision)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _is_number(text) -> bool:
@@ -204,18 +230,18 @@ def _cmd_measure(args, parser) -> int:
     import pandas as pd
 
     if (args.file is None) == (args.spec is None):
-        parser.error("measure needs either FILE or --spec (not both)")
+        args.subparser.error("measure needs either FILE or --spec (not both)")
     if args.file is not None:
         from .grid import smp
 
         signals, names = _read_signals(args.file)
         result = smp(signals, dt=args.dt, axis=0, noise=args.noise)
-        table = result.to_frame().drop(columns=["index_0"])
+        table = result.to_frame().drop(columns=["index_0"]).rename(columns={"value": "smp"})
         table.insert(0, "signal", names)
         title = f"SMP of {len(names)} signal(s) in {args.file} ({signals.shape[0]} samples, dt={args.dt:g})"
     else:
         if args.input_shape is None:
-            parser.error("--spec needs --input-shape (e.g. --input-shape 4,64)")
+            args.subparser.error("--spec needs --input-shape (e.g. --input-shape 4,64)")
         from .blocks import build_chain
         from .measurement import measure
         from .paths import GaussianProcessPath, SegmentPath
@@ -234,8 +260,8 @@ def _cmd_measure(args, parser) -> int:
         )
         result = result.smp
     if args.json:
-        out = {"title": title, "total": float(np.sum(result.value)), "rows": json.loads(table.to_json(orient="records"))}
-        print(json.dumps(out, indent=2))
+        out = {"title": title, "total": float(np.sum(result.value)), "rows": table.to_dict(orient="records")}
+        print(json.dumps(out, indent=2, default=_json_default))
         return 0
     print(title)
     with pd.option_context("display.max_rows", 40, "display.width", 120, "display.max_colwidth", 60):
@@ -282,6 +308,14 @@ def _cmd_demo(args, parser) -> int:
     print(f"report written to {report}")
     return 0
 
+
+#: Python parameter names in library messages -> the options a CLI user typed.
+_OPTION_NAMES = {
+    "simulate": {"n_trials": "--trials", "n_points": "--n-points", "chunk_size": "--chunk-size",
+                 "input_shape": "--input-shape"},
+    "measure": {"n_points": "--n-points", "input_shape": "--input-shape"},
+    "demo": {"n_trials": "--trials"},
+}
 
 _COMMANDS = {
     "measure": _cmd_measure,

@@ -58,10 +58,10 @@ def plot_sources(study):
         lo = float(np.nanmin(kinky[["theory_smp", "smp_out"]].to_numpy()[kinky[["theory_smp", "smp_out"]].to_numpy() > 0]))
         hi = float(np.nanmax(kinky[["theory_smp", "smp_out"]].to_numpy()))
         ax_sc.plot([lo, hi], [lo, hi], "k-", lw=1, label="simulation = theory")
+        ax_sc.legend(fontsize=7)
     ax_sc.set_xlabel("theory: expected SMP per unit")
     ax_sc.set_ylabel("simulated SMP per unit (trial mean over units)")
     ax_sc.set_title("Per trial: simulation against theory")
-    ax_sc.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import theory
 from .blocks import parse_spec
+from .errors import InputError
 
 __all__ = ["STANDARD_BLOCKS", "SourcesStudy", "sources_of_nonsmoothness", "block_theory"]
 
@@ -52,7 +53,10 @@ def block_theory(spec: str, mu, sigma, sigma_dot, length, smp_in=0.0):
     output SMP from smooth inputs is 0 and from kinked inputs depends on
     weights (see :mod:`smpstats.theory`).
     """
-    (block,) = parse_spec(spec)
+    blocks = parse_spec(spec)
+    if len(blocks) != 1:
+        raise InputError(f"block_theory takes one block; got a chain of {len(blocks)}: {spec!r}.")
+    (block,) = blocks
     p = block.params
     if block.name == "relu":
         return theory.relu_expected_smp(mu, sigma, sigma_dot, length, smp_in)
@@ -64,7 +68,10 @@ def block_theory(spec: str, mu, sigma, sigma_dot, length, smp_in=0.0):
         ks = p["kernel_size"]
         k = int(np.prod(ks)) if isinstance(ks, tuple) else ks ** (1 if block.name == "maxpool1d" else 2)
         return theory.maxpool_expected_smp(k, mu, sigma, sigma_dot, length, smp_in)
-    return np.full(np.shape(mu), np.nan) if np.ndim(mu) else float("nan")
+    shape = np.broadcast_shapes(*(np.shape(v) for v in (mu, sigma, sigma_dot, length, smp_in)))
+    # validates the statistics as the theory functions do
+    theory.relu_expected_smp(mu, sigma, sigma_dot, length, smp_in)
+    return np.full(shape, np.nan) if shape else float("nan")
 
 
 @dataclass(frozen=True)
@@ -126,13 +133,14 @@ def sources_of_nonsmoothness(
     from .simulation import simulate
 
     frames = []
-    for i, (spec, shape) in enumerate(blocks):
+    labels = [spec if [b[0] for b in blocks].count(spec) == 1 else f"{spec} on {tuple(shape)}" for spec, shape in blocks]
+    for i, ((spec, shape), label) in enumerate(zip(blocks, labels)):
         df = simulate(spec, n_trials=n_trials, seed=seed + i, input_shape=shape, path="smooth",
                       n_points=n_points, progress=progress)
         # The theory uses the family's exact process parameters (the inputs are smooth: smp_in = 0).
         df["theory_smp"] = block_theory(spec, df["family_mu"].to_numpy(), df["family_sigma"].to_numpy(),
                                         df["family_sigma_dot"].to_numpy(), df["path_length"].to_numpy())
-        df["study_spec"] = spec
+        df["study_spec"] = label
         # SMP relative to the input's slope scale: a block that creates kinks gives O(1)
         df["smp_out_rel"] = df["smp_out"] / (df["family_sigma_dot"] * df["path_length"])
         frames.append(df)

@@ -83,10 +83,6 @@ def test_block_theory_is_nan_for_blocks_without_new_kinks(spec):
     assert isinstance(scalar, float) and math.isnan(scalar)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="studies.block_theory: the NaN branch takes the shape of mu alone, while "
-           "the theory branches broadcast mu, sigma, sigma_dot, length, smp_in")
 def test_block_theory_nan_has_the_broadcast_shape():
     relu = block_theory("relu", 0.0, SIGMA, SIGMA_DOT, LENGTH)
     tanh = block_theory("tanh", 0.0, SIGMA, SIGMA_DOT, LENGTH)
@@ -98,10 +94,6 @@ def test_block_theory_unknown_block():
         block_theory("reluu", 0.0, 1.0, 1.0, 1.0)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="studies.block_theory: a chain of several blocks fails with a bare "
-           "'too many values to unpack (expected 1)' ValueError")
 def test_block_theory_rejects_chains_with_a_clear_message():
     with pytest.raises(ValueError, match=r"one block"):
         block_theory("relu | tanh", 0.0, 1.0, 1.0, 1.0)
@@ -220,10 +212,6 @@ def test_standard_blocks_are_valid_specs_with_matching_input_shapes():
     assert len(set(specs)) == len(specs)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="studies.sources_of_nonsmoothness groups by the spec text only: the same "
-           "spec on two input shapes is merged into one table row")
 def test_same_spec_on_two_input_shapes_gives_two_rows():
     s = sources_of_nonsmoothness(n_trials=2, seed=0, blocks=(("relu", (8, 64)), ("relu", (3, 16, 16))))
     assert len(s.samples) == 4
