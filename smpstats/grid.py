@@ -59,7 +59,6 @@ _WEAK_SIGMA = 4.0
 _BLOCK_ELEMENTS = 1 << 18
 #: At most this many third differences per series enter the robust scale.
 _SCALE_SUBSAMPLE = 1024
-_SCALE_SEGMENTS = 64
 
 
 @dataclass(frozen=True)
@@ -386,29 +385,24 @@ def _robust_scale(e: np.ndarray, stride: int = 1) -> np.ndarray:
 
 
 def _windows(rows: np.ndarray, n_windows: int) -> tuple[np.ndarray, ...]:
-    """Four shifted arrays (y0..y3) of up to ``n_windows`` windows of 4 samples per row.
+    """Four shifted views (y0..y3) of up to ``n_windows`` windows of 4 samples per row.
 
-    Windows start 4 samples apart where the row is long enough (third
-    differences of white noise are then independent), in short runs spread
-    over the row (cache friendly).
+    Windows start ``spacing = (n - 3) // n_windows`` samples apart, spread
+    over the whole row; from a spacing of 4 on they do not overlap, so the
+    third differences of white noise are independent.
     """
     n = rows.shape[1]
-    spacing = int(np.clip((n - 3) // n_windows, 1, 4))
-    if (n - 3) <= n_windows * spacing and spacing == 1:
-        return tuple(rows[:, k : n - 3 + k] for k in range(4))
-    per_run = max(1, n_windows // _SCALE_SEGMENTS)
-    n_runs = n_windows // per_run
-    run_span = spacing * (per_run - 1) + 4
-    starts = np.linspace(0, n - run_span, n_runs).astype(np.int64)
-    pos = (starts[:, None] + spacing * np.arange(per_run)).reshape(-1)
-    return tuple(rows[:, pos + k] for k in range(4))
+    spacing = max(1, (n - 3) // n_windows)
+    count = min(n_windows, -(-(n - 3) // spacing))
+    stop = spacing * (count - 1) + 1
+    return tuple(rows[:, k : k + stop : spacing] for k in range(4))
 
 
 def _roughness_and_noise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Robust scale of the third differences and white-noise std estimate, per row.
 
-    Both come from up to ``_SCALE_SUBSAMPLE`` windows of four samples, in
-    runs spread over each row. Windows where y is constant (flat ReLU
+    Both come from up to ``_SCALE_SUBSAMPLE`` windows of four samples spread
+    over each row. Windows where y is constant (flat ReLU
     stretches, exact zeros) are left out; rows where fewer than a quarter of
     the windows remain are redone from all their non-flat windows. Third
     differences of white noise of std s have std sqrt(20) s; a smooth
