@@ -12,7 +12,6 @@ Run: ``python benchmarks/bench_simulate.py [--trials 5] [--n-points 512]``.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -20,21 +19,13 @@ import torch
 import smpstats
 from smpstats.blocks import build_chain
 from smpstats.inputs import SmoothInputs
+from timing import best_time  # benchmarks/timing.py (scripts run from this folder's parent)
 
 CASES = (
     ("conv1d(out_channels=16,kernel_size=5)|relu|maxpool1d(kernel_size=2)", (8, 64)),
     ("conv2d(out_channels=32,kernel_size=3)|relu|maxpool2d(kernel_size=2)", (16, 16, 16)),
     ("conv2d(out_channels=64,kernel_size=5)|relu", (64, 16, 16)),
 )
-
-
-def best_time(fn, repeat: int) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

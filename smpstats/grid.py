@@ -361,18 +361,16 @@ def _masked_quantile(values: np.ndarray, valid: np.ndarray, q: float) -> np.ndar
 def _masked_median_abs(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Per-row median of ``|values|`` where ``valid``, in O(n) (0 where none valid).
 
-    In rows with invalid entries, these are replaced, half by -1 and half by
-    +inf, so that the middle order statistic of the row is the median of the
-    valid entries (to within half a rank), found by one partition.
+    Invalid entries are replaced by -1 at even and +inf at odd positions, so
+    that the middle order statistic of the row is the median of the valid
+    entries to within half the imbalance of the two (a rank or so per run of
+    invalid entries), found by one partition.
     """
     work = np.abs(values)
     invalid = ~valid
-    partial = invalid.any(axis=-1)
-    if partial.any():
-        inv = invalid[partial]
-        n_invalid = inv.sum(axis=-1)
-        low = inv & (np.cumsum(inv, axis=-1) <= ((n_invalid + 1) // 2)[:, None])
-        work[partial] = np.where(inv, np.where(low, -1.0, np.inf), work[partial])
+    if invalid.any():
+        fill = np.where(np.arange(work.shape[-1]) % 2 == 0, -1.0, np.inf)
+        np.copyto(work, np.broadcast_to(fill, work.shape), where=invalid)
     mid = work.shape[-1] // 2
     part = np.partition(work, mid, axis=-1)[:, mid]
     return np.where(invalid.all(axis=-1), 0.0, part)
@@ -384,28 +382,26 @@ def _robust_scale(e: np.ndarray, stride: int = 1) -> np.ndarray:
     return _MAD_TO_STD * _masked_median_abs(sub, np.ones(sub.shape, dtype=bool))
 
 
-def _windows(rows: np.ndarray, n_windows: int) -> tuple[np.ndarray, ...]:
-    """Four shifted views (y0..y3) of up to ``n_windows`` windows of 4 samples per row.
+def _window_slices(n: int, n_windows: int) -> tuple[slice, int]:
+    """Slice of up to ``n_windows`` window starts spread over ``n - 3`` positions, and their spacing.
 
-    Windows start ``spacing = (n - 3) // n_windows`` samples apart, spread
-    over the whole row; from a spacing of 4 on they do not overlap, so the
+    From a spacing of 4 on the windows of four samples do not overlap, so the
     third differences of white noise are independent.
     """
-    n = rows.shape[1]
     spacing = max(1, (n - 3) // n_windows)
     count = min(n_windows, -(-(n - 3) // spacing))
-    stop = spacing * (count - 1) + 1
-    return tuple(rows[:, k : k + stop : spacing] for k in range(4))
+    return slice(0, spacing * (count - 1) + 1, spacing), spacing
 
 
-def _roughness_and_noise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _roughness_and_noise(rows: np.ndarray, d: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Robust scale of the third differences and white-noise std estimate, per row.
 
-    Both come from up to ``_SCALE_SUBSAMPLE`` windows of four samples spread
-    over each row. Windows where y is constant (flat ReLU
-    stretches, exact zeros) are left out; rows where fewer than a quarter of
-    the windows remain are redone from all their non-flat windows. Third
-    differences of white noise of std s have std sqrt(20) s; a smooth
+    ``d`` and ``e`` are the second and third differences of ``rows``. Both
+    scales come from up to ``_SCALE_SUBSAMPLE`` windows of four samples
+    spread over each row. Windows where y is constant (flat ReLU stretches,
+    exact zeros: d = e = 0 and equal neighbours) are left out; rows where fewer
+    than a quarter of the windows remain are redone from all their windows.
+    Third differences of white noise of std s have std sqrt(20) s; a smooth
     background adds only O(h**3), a kink a few entries. When kinks are so
     close that few third differences are clean, the second differences still
     vanish between them, which noise never does: a low quantile of |d| far
@@ -416,23 +412,20 @@ def _roughness_and_noise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n < 4:
         zero = np.zeros(n_series)
         return zero, zero
-    y0, y1, y2, y3 = _windows(rows, _SCALE_SUBSAMPLE)
-    d1 = y2 - 2 * y1 + y0
-    e = (y3 - 2 * y2 + y1) - d1
-    flat_d = (y0 == y1) & (y1 == y2)
-    flat_e = flat_d & (y2 == y3)
-    scale_e = _MAD_TO_STD * _masked_median_abs(e, ~flat_e)
-    stride = -(-d1.shape[-1] // 256)  # at most 256 second differences for the low quantile
-    low_d = _masked_quantile(np.abs(d1[:, ::stride]), ~flat_d[:, ::stride], 0.1)
-    sparse = (~flat_e).sum(axis=-1) < 0.25 * e.shape[-1]
-    if sparse.any() and n - 3 > e.shape[-1]:
-        full = rows[sparse]
-        d_full = np.diff(full, 2, axis=-1)
-        e_full = np.diff(d_full, axis=-1)
-        flat_full = (full[:, 1:] == full[:, :-1])
-        flat_d_full = flat_full[:, :-1] & flat_full[:, 1:]
-        scale_e[sparse] = _MAD_TO_STD * _masked_quantile(np.abs(e_full), ~(flat_d_full[:, :-1] & flat_full[:, 2:]), 0.5)
-        low_d[sparse] = _masked_quantile(np.abs(d_full), ~flat_d_full, 0.1)
+    cols, spacing = _window_slices(n, _SCALE_SUBSAMPLE)
+    d1, e1 = d[:, cols], e[:, cols]
+    flat_d = (d1 == 0) & (rows[:, cols] == rows[:, 1:][:, cols])
+    flat_e = flat_d & (e1 == 0)
+    scale_e = _MAD_TO_STD * _masked_median_abs(e1, ~flat_e)
+    sub = slice(None, None, -(-d1.shape[-1] // 256))  # at most 256 second differences for the low quantile
+    low_d = _masked_quantile(np.abs(d1[:, sub]), ~flat_d[:, sub], 0.1)
+    sparse = (~flat_e).sum(axis=-1) < 0.25 * e1.shape[-1]
+    if sparse.any() and spacing > 1:
+        d_all, e_all, y_all = d[sparse], e[sparse], rows[sparse]
+        flat_d_all = (d_all == 0) & (y_all[:, :-2] == y_all[:, 1:-1])
+        flat_e_all = flat_d_all[:, :-1] & (e_all == 0)
+        scale_e[sparse] = _MAD_TO_STD * _masked_quantile(np.abs(e_all), ~flat_e_all, 0.5)
+        low_d[sparse] = _masked_quantile(np.abs(d_all), ~flat_d_all, 0.1)
     noise = scale_e / _NOISE_STD_E
     # 10 % quantile of |N(0, 1)| is 0.12566.
     noise_d = low_d / (0.12566 * _NOISE_STD_D)
@@ -490,7 +483,7 @@ def _estimate(flat, dt, noise, threshold, background_factor, scale_y, *, value_o
     d = np.diff(flat, 2, axis=-1)  # (n_series, m), d[:, j] sits at sample j + 1
     m = d.shape[-1]
     e = d[:, 1:] - d[:, :-1]
-    scale_e, noise_est = _roughness_and_noise(flat)
+    scale_e, noise_est = _roughness_and_noise(flat, d, e)
     noise_used = noise_est if noise is None else noise
     sigma_d = _NOISE_STD_D * noise_used
     t_sig = np.maximum(threshold * sigma_d, floor)
