@@ -18,6 +18,9 @@ __all__ = [
     "BlockParameterError",
     "DataFileError",
     "ModelEvaluationError",
+    "ExactSMPError",
+    "NotPiecewiseLinearError",
+    "TooManyEventsError",
     "ResolutionWarning",
 ]
 
@@ -56,6 +59,44 @@ class DataFileError(SMPStatsError, OSError):
 
 class ModelEvaluationError(SMPStatsError, RuntimeError):
     """A user's model or callable raised while being evaluated along a path."""
+
+
+class ExactSMPError(SMPStatsError):
+    """The exact SMP of a model along a segment cannot be computed (see :func:`smpstats.exact.exact_smp`)."""
+
+
+class NotPiecewiseLinearError(ExactSMPError, ValueError):
+    """A model is not piecewise linear along the path: it calls a smooth, discontinuous,
+    random or unsupported op on an input-dependent tensor, or its outputs fail the
+    continuity check between regions.
+
+    Attributes
+    ----------
+    op : str or None
+        Name of the offending torch op, when one was identified.
+    module : str or None
+        Qualified name and class of the submodule that called it, when known.
+    """
+
+    def __init__(self, message: str, *, op: str | None = None, module: str | None = None):
+        super().__init__(message)
+        self.op = op
+        self.module = module
+
+
+class TooManyEventsError(ExactSMPError, RuntimeError):
+    """A segment crosses more activation-region boundaries than ``max_events`` allows.
+
+    Attributes
+    ----------
+    partial : ExactSMPResult
+        Kinks found so far: each segment is covered from t = 0 to
+        ``partial.t_reached`` (1.0 for the segments that were completed).
+    """
+
+    def __init__(self, message: str, *, partial=None):
+        super().__init__(message)
+        self.partial = partial
 
 
 class ResolutionWarning(UserWarning):
