@@ -9,6 +9,7 @@ Main entry points (imported lazily, so ``import smpstats`` is cheap):
 
 - :func:`smp` — SMP of sampled signals (grid estimator with a resolution check).
 - :func:`measure` — SMP of any callable or ``nn.Module`` along an input path.
+- :func:`exact_smp` — every kink of a piecewise-linear torch model along straight segments.
 - :class:`SegmentPath`, :class:`GaussianProcessPath`, :class:`SequencePath` — input paths.
 - :func:`simulate` — SMP samples from torch simulations of building blocks.
 - :func:`parse_spec`, :func:`build_chain` — block specifications.
@@ -32,6 +33,8 @@ _EXPORTS = {
     "SMPResult": "grid",
     "measure": "measurement",
     "MeasureResult": "measurement",
+    "exact_smp": "exact",
+    "ExactSMPResult": "exact",
     "InputPath": "paths",
     "PathStats": "paths",
     "SegmentPath": "paths",

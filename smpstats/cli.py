@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length scale of the Gaussian-process path (t runs over [0, 1])")
     m.add_argument("--n-points", type=int, default=2048, help="grid points along the path")
     m.add_argument("--seed", type=int, default=0, help="seed of the weights and of the path")
+    m.add_argument("--exact", action="store_true",
+                   help="with --spec and --path segment: every kink exactly (smpstats.exact_smp) instead of the grid")
     m.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     m.set_defaults(subparser=m)
 
@@ -114,8 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="root seed; results do not depend on chunking")
     s.add_argument("--input-shape", type=_shape, default=None,
                    help="input shape without batch (default chosen from the first block)")
-    s.add_argument("--path", choices=("smooth", "kinked"), default="smooth",
-                   help="input family: smooth Gaussian processes, or the same plus random kinks")
+    s.add_argument("--path", choices=("smooth", "kinked", "segment"), default="smooth",
+                   help="input family: smooth Gaussian processes, the same plus random kinks, "
+                        "or straight segments between random inputs")
+    s.add_argument("--exact", action="store_true",
+                   help="measure SMP exactly (piecewise-linear blocks, --path segment) instead of on the grid")
     s.add_argument("--n-points", type=int, default=512, help="grid points along each path")
     s.add_argument("--chunk-size", type=int, default=None, help="largest number of points per forward pass")
     s.add_argument("--init", choices=("kaiming", "xavier", "normal"), default="kaiming", help="weight init family")
@@ -247,6 +252,18 @@ def _cmd_measure(args, parser) -> int:
         from .paths import GaussianProcessPath, SegmentPath
 
         chain = build_chain(args.spec, args.input_shape, generator=args.seed)
+        if args.exact:
+            if args.path != "segment":
+                args.subparser.error("--exact needs --path segment (exact SMP is computed along straight segments)")
+            from .exact import exact_smp
+
+            rng = np.random.default_rng(args.seed)
+            start, end = rng.standard_normal(args.input_shape), rng.standard_normal(args.input_shape)
+            result = exact_smp(chain, start, end, batched=False)
+            table = result.to_frame()
+            title = (f"Exact SMP of {chain.spec} with random weights (seed {args.seed}) along a straight segment "
+                     f"({result.n_evaluations} model evaluations)")
+            return _print_measure(args, title, table, result)
         if args.path == "gp":
             path = GaussianProcessPath(args.input_shape, length_scale=args.length_scale, seed=args.seed)
         else:
@@ -259,6 +276,12 @@ def _cmd_measure(args, parser) -> int:
             f"{'Gaussian-process path' if args.path == 'gp' else 'straight segment'}, {args.n_points} points"
         )
         result = result.smp
+    return _print_measure(args, title, table, result)
+
+
+def _print_measure(args, title: str, table, result) -> int:
+    import pandas as pd
+
     if args.json:
         out = {"title": title, "total": float(np.sum(result.value)), "rows": table.to_dict(orient="records")}
         print(json.dumps(out, indent=2, default=_json_default))
@@ -285,6 +308,7 @@ def _cmd_simulate(args, parser) -> int:
         chunk_size=args.chunk_size,
         init=args.init,
         progress=not args.no_progress,
+        method="exact" if args.exact else "grid",
     )
     out = save_samples(table, args.out)
     cols = [c for c in ("stage", "block", "smp_in", "smp_out", "kinks_out", "resolved_out") if c in table]

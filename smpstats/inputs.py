@@ -30,7 +30,8 @@ import numpy as np
 from .errors import InputError
 from .processes import sample_random_kinks, se_fourier_modes
 
-__all__ = ["InputFamily", "InputDraw", "SmoothInputs", "KinkedInputs", "as_input_family", "INPUT_FAMILIES"]
+__all__ = ["InputFamily", "InputDraw", "SmoothInputs", "KinkedInputs", "SegmentInputs", "as_input_family",
+           "INPUT_FAMILIES"]
 
 
 @dataclass(frozen=True, repr=False)
@@ -49,6 +50,9 @@ class InputDraw:
         Exact SMP of every unit's signal over the grid's span, where known.
     n_kinks_true : array of shape (n_units,) or None
         Exact number of kinks of every unit, where known.
+    start, end : arrays of shape (n_units,) or None
+        End points of straight-segment inputs (``x(t) = start + t / length *
+        (end - start)``), which exact SMP needs.
     """
 
     t: np.ndarray
@@ -56,6 +60,8 @@ class InputDraw:
     params: dict[str, float]
     smp_true: np.ndarray | None = None
     n_kinks_true: np.ndarray | None = None
+    start: np.ndarray | None = None
+    end: np.ndarray | None = None
 
     @property
     def dt(self) -> float:
@@ -232,8 +238,49 @@ class KinkedInputs(SmoothInputs):
         return {**super().to_dict(), "kink_rate": list(self.kink_rate), "jump_ratio": list(self.jump_ratio)}
 
 
+class SegmentInputs(InputFamily):
+    """Straight segments between two random inputs: ``x(t) = start + t / T (end - start)``.
+
+    Every unit's start and end are independent N(mu, sigma**2) draws. The
+    inputs are linear in t (SMP zero), so every kink downstream is created by
+    the blocks, and a piecewise-linear chain's output SMP can be computed
+    exactly (``simulate(..., method="exact")``).
+
+    Parameters
+    ----------
+    mu : float or (low, high), default=(-1.0, 1.0)
+        Mean of the end points; drawn uniformly per trial.
+    sigma : float or (low, high), default=(0.5, 2.0)
+        Std of the end points; drawn log-uniformly per trial.
+    length : float, default=1.0
+        Path length T (time units).
+    """
+
+    name = "segment"
+
+    def __init__(self, mu: Any = (-1.0, 1.0), sigma: Any = (0.5, 2.0), length: float = 1.0):
+        self.mu = _check_range(mu, "mu", positive=False)
+        self.sigma = _check_range(sigma, "sigma", positive=True)
+        self.length = _check_range(length, "length", positive=True)[0]
+
+    def draw(self, n_points: int, n_units: int, rng: np.random.Generator) -> InputDraw:
+        t = self.grid(n_points)
+        mu, sigma = _uniform(rng, self.mu), _log_uniform(rng, self.sigma)
+        start = rng.normal(mu, sigma, size=n_units)
+        end = rng.normal(mu, sigma, size=n_units)
+        x = start + np.multiply.outer(t / self.length, end - start)
+        params = {"mu": mu, "sigma": sigma, "sigma_dot": float(np.sqrt(2.0) * sigma / self.length)}
+        return InputDraw(t=t, x=x, params=params, start=start, end=end)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "length": self.length, "mu": list(self.mu), "sigma": list(self.sigma)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items() if k != 'name')})"
+
+
 #: Names accepted by ``simulate(path=...)``.
-INPUT_FAMILIES = {"smooth": SmoothInputs, "kinked": KinkedInputs}
+INPUT_FAMILIES = {"smooth": SmoothInputs, "kinked": KinkedInputs, "segment": SegmentInputs}
 
 
 def as_input_family(path: Any) -> InputFamily:

@@ -29,7 +29,7 @@ import torch
 from ._validation import check_int
 from .blocks import INIT_FAMILIES, Chain, Stage, as_block_specs, build_chain
 from .errors import InputError, ResolutionWarning
-from .inputs import InputDraw, InputFamily, as_input_family
+from .inputs import InputDraw, InputFamily, SegmentInputs, as_input_family
 
 __all__ = ["simulate", "trial_seeds", "STAT_COLUMNS"]
 
@@ -223,12 +223,17 @@ def _run_trial(chain: Chain, family: InputFamily, trial: int, trial_seed: int, n
     # Units to measure are drawn from their own stream, so that they never change the inputs or weights.
     unit_rng = np.random.default_rng([trial_seed, _UNIT_STREAM])
     stats_in = _signal_stats(*_units_by_time(draw.x, n_points, max_units, unit_rng), dt=dt)
+    exact = _exact_stage_stats(chain, draw, family.length) if common["method"] == "exact" else None
+    if exact is not None:
+        stats_in.update(smp=0.0, kinks=0.0, resolved=1.0)  # straight segments: no kinks
     rows = []
     for k, out in enumerate(outs):
         if isinstance(chain.stages[k].module, torch.nn.Flatten):
             stats_out = stats_in  # the same signals, reshaped
         else:
             stats_out = _signal_stats(*_units_by_time(out, n_points, max_units, unit_rng), dt=dt)
+            if exact is not None:
+                stats_out.update(exact[k])
         row = {**head, **stage_cols[k], **family_cols}
         row.update({f"{name}_in": v for name, v in stats_in.items()})
         row.update({f"{name}_out": v for name, v in stats_out.items()})
@@ -317,9 +322,10 @@ def simulate(
         length)`` for conv1d and 1-D pools, ``(channels, height, width)`` for
         conv2d and 2-D pools. Default from the first block: (32,), (8, 64) or
         (3, 16, 16) (logged).
-    path : {"smooth", "kinked"} or InputFamily, default="smooth"
+    path : {"smooth", "kinked", "segment"} or InputFamily, default="smooth"
         Input family (:mod:`smpstats.inputs`): smooth SE Gaussian processes,
-        or the same plus random kinks of known SMP.
+        the same plus random kinks of known SMP, or straight segments between
+        random inputs.
     n_points : int >= 8, default=512
         Grid points along the path (t over ``[0, family.length]``).
     chunk_size : int >= 1, optional
@@ -332,8 +338,9 @@ def simulate(
     progress : bool, default=False
         Show a tqdm progress bar over trials.
     method : {"grid", "exact"}, default="grid"
-        SMP measurement: the grid estimator :func:`smpstats.grid.smp`.
-        ``"exact"`` is not available yet.
+        SMP measurement: the grid estimator :func:`smpstats.grid.smp`, or
+        :func:`smpstats.exact.exact_smp` (every kink, exactly; piecewise-linear
+        blocks on ``path="segment"`` only). Moments come from the grid either way.
     max_units : int >= 1 or None, default=2048
         Largest number of units whose signals are measured per stage: wider
         stages are measured on a random subset (fixed by the trial seed), which
@@ -363,7 +370,6 @@ def simulate(
         and ``method``. ``df.attrs["smpstats"]`` holds the spec, seed,
         settings, package version and creation time.
     """
-    method = _check_method(method)
     n_trials = check_int(n_trials, "n_trials", minimum=1)
     seed = _check_seed(seed)
     n_points = check_int(n_points, "n_points", minimum=8)
@@ -374,6 +380,7 @@ def simulate(
     if init not in INIT_FAMILIES:
         raise InputError(f"init must be one of {', '.join(repr(c) for c in INIT_FAMILIES)}; got {init!r}.")
     family = as_input_family(path)
+    method = _check_method(method, family)
     if input_shape is None:
         input_shape = _default_input_shape(spec)
     chain = build_chain(spec, input_shape, init=init, sigma_w=sigma_w, sigma_b=sigma_b, generator=0)
@@ -421,12 +428,38 @@ def simulate(
     return df
 
 
-def _check_method(method: Any) -> str:
+def _exact_stage_stats(chain: Chain, draw: InputDraw, length: float) -> list[dict[str, float]]:
+    """Exact mean SMP and kinks per unit after every stage, for straight-segment inputs.
+
+    :func:`smpstats.exact.exact_smp` walks ``u`` in [0, 1]; the path runs over
+    ``t = u * length``, so slopes in t, and the SMP, are those in u over ``length``.
+    """
+    from .exact import exact_smp
+
+    start = draw.start.reshape(chain.input_shape)
+    end = draw.end.reshape(chain.input_shape)
+    stats = []
+    for k in range(len(chain.stages)):
+        prefix = torch.nn.Sequential(*(s.module for s in chain.stages[: k + 1]))
+        result = exact_smp(prefix, start, end, batched=False)
+        stats.append({
+            "smp": float(np.mean(result.value)) / length,
+            "kinks": float(np.mean(result.n_kinks)),
+            "resolved": 1.0,
+            "n_measured": int(np.size(result.value)),
+        })
+    return stats
+
+
+def _check_method(method: Any, family: InputFamily) -> str:
     if method == "grid":
         return method
     if method == "exact":
-        raise InputError(
-            "method='exact' is not available yet: exact SMP lands with smpstats.exact_smp. "
-            "Use method='grid' (the grid estimator, the default)."
-        )
+        if not isinstance(family, SegmentInputs):
+            raise InputError(
+                "method='exact' needs straight-segment inputs (path='segment' or a SegmentInputs family): "
+                f"exact SMP is computed along straight segments; got path family {family.name!r}. "
+                "Use method='grid' for curved input paths."
+            )
+        return method
     raise InputError(f"method must be 'grid' or 'exact'; got {method!r}.")

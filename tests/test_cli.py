@@ -590,3 +590,30 @@ def test_demo_writes_the_report(capsys, tmp_path):
     samples = smpstats.load_samples(out_dir / "sources_samples.parquet")
     assert len(samples) == 2 * len(STANDARD_BLOCKS)
     assert samples.attrs["smpstats"]["study"] == "sources_of_nonsmoothness"
+
+
+def test_measure_exact_agrees_with_a_fine_grid(capsys):
+    spec = "linear(out_features=16)|relu|linear(out_features=2)"
+    code, out, err = run(capsys, "measure", "--spec", spec, "--input-shape", 8, "--path", "segment", "--exact", "--json")
+    assert code == 0, err
+    exact = json.loads(out)
+    assert exact["title"].startswith("Exact SMP of")
+    code, out, err = run(capsys, "measure", "--spec", spec, "--input-shape", 8, "--path", "segment",
+                         "--n-points", 100001, "--json")
+    grid = json.loads(out)
+    np.testing.assert_allclose([r["smp"] for r in exact["rows"]], [r["smp"] for r in grid["rows"]], rtol=1e-6)
+    assert exact["total"] > 0
+
+
+def test_measure_exact_needs_a_segment(capsys):
+    err = run_usage_error(capsys, "measure", "--spec", "relu", "--input-shape", 4, "--exact")
+    assert err.rstrip().endswith("error: --exact needs --path segment (exact SMP is computed along straight segments)")
+
+
+def test_simulate_exact(capsys, tmp_path):
+    out_file = tmp_path / "exact.parquet"
+    code, out, err = run(capsys, "simulate", "relu", "--input-shape", 8, "--trials", 2, "--path", "segment",
+                         "--exact", "--out", out_file, "--no-progress")
+    assert code == 0, err
+    df = smpstats.load_samples(out_file)
+    assert (df["method"] == "exact").all() and (df["family"] == "segment").all()

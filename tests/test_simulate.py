@@ -252,15 +252,16 @@ def test_too_few_points_warn():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(method="exact"), "method='exact' is not available yet: exact SMP lands with smpstats.exact_smp. "
-                               "Use method='grid' (the grid estimator, the default)."),
+        (dict(method="exact"), "method='exact' needs straight-segment inputs (path='segment' or a SegmentInputs "
+                               "family): exact SMP is computed along straight segments; got path family 'smooth'. "
+                               "Use method='grid' for curved input paths."),
         (dict(method="fast"), "method must be 'grid' or 'exact'; got 'fast'."),
         (dict(n_trials=0), "n_trials must be an int >= 1; got 0."),
         (dict(seed=-1), "seed must be a non-negative int (or None for a fresh random seed); got -1."),
         (dict(chunk_size=0), "chunk_size must be an int >= 1; got 0."),
         (dict(n_points=4), "n_points must be an int >= 8; got 4."),
         (dict(init="he"), "init must be one of 'kaiming', 'xavier', 'normal'; got 'he'."),
-        (dict(path="rough"), "path must be one of 'smooth', 'kinked' or an InputFamily "
+        (dict(path="rough"), "path must be one of 'smooth', 'kinked', 'segment' or an InputFamily "
                              "(e.g. smpstats.inputs.KinkedInputs(kink_rate=(1, 10))); got 'rough'."),
     ],
 )
@@ -350,3 +351,28 @@ def test_max_units_measures_a_fixed_random_subset():
 def test_max_units_is_validated():
     with pytest.raises(InputError, match=r"max_units must be an int >= 1; got 0\."):
         simulate("relu", 1, input_shape=(4,), max_units=0)
+
+
+def test_segment_inputs_are_straight_and_exact_matches_grid():
+    from smpstats.inputs import SegmentInputs
+
+    draw = SegmentInputs().draw(64, 5, np.random.default_rng(0))
+    np.testing.assert_allclose(draw.x[0], draw.start)
+    np.testing.assert_allclose(draw.x[-1], draw.end)
+    np.testing.assert_allclose(np.diff(draw.x, 2, axis=0), 0.0, atol=1e-12)
+    spec, shape = "conv1d(out_channels=4,kernel_size=3)|relu|maxpool1d(kernel_size=2)", (2, 24)
+    exact = simulate(spec, 3, seed=1, input_shape=shape, path="segment", method="exact", n_points=8192)
+    grid = simulate(spec, 3, seed=1, input_shape=shape, path="segment", n_points=8192)
+    assert (exact["method"] == "exact").all()
+    assert (exact.loc[exact.stage == 1, "smp_out"] == 0).all()  # conv of a segment is a segment
+    assert (exact.loc[exact.stage > 1, "smp_out"] > 0).any()
+    # the grid resolves these few kinks at 8192 points: the two methods agree
+    np.testing.assert_allclose(grid["smp_out"], exact["smp_out"], rtol=1e-3, atol=1e-9)
+    np.testing.assert_allclose(grid["mu_out"], exact["mu_out"])
+
+
+def test_exact_method_rejects_smooth_blocks():
+    from smpstats.errors import NotPiecewiseLinearError
+
+    with pytest.raises(NotPiecewiseLinearError, match="gelu|GELU"):
+        simulate("gelu", 1, input_shape=(4,), path="segment", method="exact")
