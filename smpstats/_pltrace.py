@@ -65,13 +65,19 @@ _NOT_PL_REASON = {
     "selu": "it is nonlinear (exponential) for negative inputs, not piecewise linear",
     "celu": "it is nonlinear (exponential) for negative inputs, not piecewise linear",
 }
+#: Reasons for ops of _DISCONTINUOUS.
+_JUMP_REASON = {
+    f"max_unpool{n}d": "it puts each pooled value back where its window's maximum was, so its output jumps "
+    "whenever that position moves" for n in (1, 2, 3)
+}
 #: Ops whose output jumps (a kink needs a continuous output).
-_DISCONTINUOUS = frozenset("floor ceil round trunc fix frac fmod remainder hardshrink floor_divide".split())
+_DISCONTINUOUS = frozenset(
+    "floor ceil round trunc fix frac fmod remainder hardshrink floor_divide max_unpool1d max_unpool2d max_unpool3d".split()
+)
 #: Piecewise-linear ops whose switching functions are not tracked.
 _UNSUPPORTED_PL = frozenset(
     """sort argsort msort topk kthvalue median nanmedian cummax cummin quantile nanquantile mode
-    unique unique_consecutive fractional_max_pool2d fractional_max_pool3d rnn_relu rnn_relu_cell
-    max_unpool1d max_unpool2d max_unpool3d""".split()
+    unique unique_consecutive fractional_max_pool2d fractional_max_pool3d rnn_relu rnn_relu_cell""".split()
 )
 #: Ops that are linear in each tensor argument: two input-dependent arguments make a product.
 _PRODUCT = frozenset(
@@ -341,7 +347,7 @@ class PLTracer(TorchFunctionMode):
         if name in _SMOOTH:
             self._fail(name, _NOT_PL_REASON.get(name, "it is smooth and nonlinear, so its output has no exact kinks to enumerate"))
         if name in _DISCONTINUOUS:
-            self._fail(name, "its output jumps, so the model's output is not continuous along the path")
+            self._fail(name, _JUMP_REASON.get(name, "its output jumps, so the model's output is not continuous along the path"))
         if name in _UNSUPPORTED_PL:
             self._fail(
                 name,

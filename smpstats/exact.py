@@ -21,13 +21,15 @@ How the walk works
 2. Inside the region ``u(tau + s) = u + s u'`` exactly, so the region around
    ``tau`` is ``[tau - s_back, tau + s_fwd]``, with ``s_fwd`` (``s_back``) the
    nearest sign change ``s = -u / u'`` ahead (behind).
-3. The next evaluation point lies just beyond the region's end, half way to
-   the next predicted switch. When its region starts where the previous one
-   ended, that point is an *event*: the output slope jumps by
-   ``y'_right - y'_left`` (zero when the switch is masked downstream). When it
-   does not (the first switch changed the downstream slopes so much that the
-   point overshot a short region), the region is kept and the gap is filled
-   first. Every evaluation therefore finds a new region.
+3. The next evaluation point lies just beyond the region's end (1/16 of the
+   last region's width past it). When its region starts where the previous
+   one ended, the boundary between them is an *event*: the output slope jumps
+   by ``y'_right - y'_left`` (zero when the switch is masked downstream). When
+   it does not (the point overshot a shorter region), the region is kept and
+   the gap is filled first. Every evaluation therefore finds a new region:
+   the cost is one forward pass per region, plus two for the end points.
+   A point that falls within ``t_tol / 8`` of a switch is moved (the masks
+   there are ambiguous) at the cost of one more evaluation.
 4. Values are checked for continuity at every event: the left and right
    affine pieces must meet. A model hiding an op that is not tracked fails
    this check and raises instead of returning a wrong answer.
@@ -565,8 +567,8 @@ class _Walk:
             b = int(idx[i])
             unknown = sorted(self.ev.tracer.unknown_ops)
             extra = (f" Ops seen that exact_smp does not classify: {', '.join(unknown)}." if unknown else
-                     " An op the tracer cannot see (TorchScript, a C++ extension, a custom autograd Function) "
-                     "may bend or break the output.")
+                     " An op the tracer cannot see (a C++ extension, a custom autograd Function) may bend the "
+                     "output, or tracked ops may combine into a jump (a comparison mask multiplying a constant).")
             raise NotPiecewiseLinearError(
                 f"The model's output along segment {b} is not piecewise linear with the switches exact_smp tracks: "
                 f"the affine pieces left and right of t = {tk[i]:.9g} miss each other by {err[i]:.3g} "
@@ -690,8 +692,10 @@ def exact_smp(
 
     Notes
     -----
-    The cost is one forward pass with forward-mode AD (about 2-3 plain
-    passes) per activation region, batched over segments. Expected region
+    The cost is one forward pass with forward-mode AD (about 3 plain passes)
+    per activation region, batched over segments. The passes are small: on a
+    busy CPU, ``torch.set_num_threads(1)`` avoids thread contention that can
+    slow them down many times over. Expected region
     counts grow linearly with the number of neurons at initialisation
     (Hanin and Rolnick, 2019). Every input-dependent tensor must keep the
     batch along its first dimension (or pass ``batch_size=1``).

@@ -21,6 +21,15 @@ from smpstats.errors import (
 from smpstats.exact import ExactSMPResult, exact_smp
 from smpstats.grid import smp
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The walk runs many small forward passes: threads only add contention (and time) on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 SMOOTH_HINT = r"Use the grid estimator instead: smpstats\.measure\(model, smpstats\.SegmentPath\(start, end\), n_points=\.\.\.\)"
 
 
@@ -578,6 +587,22 @@ def test_products_and_random_ops_raise():
         exact_smp(lambda x: F.dropout(x, 0.5), np.zeros(3), np.ones(3))
     with pytest.raises(NotPiecewiseLinearError, match=r"calls 'floor' .* its output jumps"):
         exact_smp(lambda x: torch.floor(x), np.zeros(3), np.ones(3))
+
+    def unpool(x):
+        values, indices = F.max_pool1d(x[:, None], 2, return_indices=True)
+        return F.max_unpool1d(values, indices, 2).flatten(1)
+
+    with pytest.raises(NotPiecewiseLinearError, match=r"calls 'max_unpool1d' .* it puts each pooled value back where "
+                                                        r"its window's maximum was, so its output jumps"):
+        exact_smp(unpool, np.zeros(4), np.ones(4))
+
+
+def test_jumps_built_from_tracked_ops_fail_the_continuity_check():
+    with pytest.raises(NotPiecewiseLinearError, match=(
+        r"The model's output along segment 0 is not piecewise linear with the switches exact_smp tracks: the "
+        r"affine pieces left and right of t = 0\.5 miss each other by 1 .* tracked ops may combine into a jump"
+    )):
+        exact_smp(lambda x: x + (x > 0), -np.ones(1), np.ones(1))  # a step of height 1 at t = 1/2
 
 
 def test_untracked_nonlinearity_fails_the_continuity_check():
