@@ -32,12 +32,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import logging
+
 import numpy as np
 
 from ._validation import as_signal, check_real, check_step, step_from_times
 from .errors import InputError
 
 __all__ = ["smp", "SMPResult"]
+
+logger = logging.getLogger(__name__)
 
 #: 1 / Phi^{-1}(3/4): turns a median absolute value into a normal std.
 _MAD_TO_STD = 1.482602218505602
@@ -59,6 +63,8 @@ _WEAK_SIGMA = 4.0
 _BLOCK_ELEMENTS = 1 << 18
 #: At most this many third differences per series enter the robust scale.
 _SCALE_SUBSAMPLE = 1024
+#: The compiled kernel module once loaded (False where it cannot be).
+_KERNEL = None
 
 
 @dataclass(frozen=True)
@@ -260,30 +266,10 @@ def smp(
     if noise is not None:
         noise = _broadcast_noise(noise, batch_shape).reshape(-1)
 
-    # Rows are processed in blocks that fit in cache; everything inside a block is vectorised.
-    block = max(1, _BLOCK_ELEMENTS // n_times)
-    parts = []
-    for lo in range(0, flat.shape[0], block):
-        rows = flat[lo : lo + block]
-        scale_y = np.max(np.abs(rows), axis=-1)
-        noise_rows = None if noise is None else noise[lo : lo + block]
-        noise_used, fine = _estimate(rows, dt, noise_rows, threshold, background_factor, scale_y)
-        coarse = None
-        dense = np.zeros(rows.shape[0], dtype=bool)
-        if n_times >= 5:
-            _, coarse = _estimate(
-                rows[:, ::2], 2 * dt, noise_used, threshold, background_factor, scale_y, value_only=True
-            )
-            if noise is None:
-                dense = _looks_dense(rows, fine.roughness, coarse.roughness, scale_y)
-        parts.append((lo, noise_used, fine, coarse, dense))
-    noise_used = np.concatenate([p[1] for p in parts])
-    fine = _concat([p[2] for p in parts], [p[0] for p in parts])
+    measure = _measure_compiled if _kernel() is not None else _measure_numpy
+    noise_used, fine, coarse_value, dense = measure(flat, dt, noise, threshold, background_factor)
     if n_times >= 5:
-        coarse = _concat([p[3] for p in parts], [p[0] for p in parts])
-        coarse_value = coarse.value
-        dense = np.concatenate([p[4] for p in parts])
-        resolved, reason = _judge(fine, coarse, dense, resolution_rtol)
+        resolved, reason = _judge(fine, coarse_value, dense, resolution_rtol)
     else:
         coarse_value = np.full(flat.shape[0], np.nan)
         resolved = np.zeros(flat.shape[0], dtype=bool)
@@ -309,6 +295,87 @@ def smp(
         batch_shape=tuple(batch_shape),
         _peaks=fine.peaks,
     )
+
+
+def _kernel():
+    """The compiled kernel module, or None where numba cannot be imported (the numpy path is used)."""
+    global _KERNEL
+    if _KERNEL is None:
+        try:
+            from . import _smp_kernel
+        except ImportError as exc:  # numba missing or not built for this numpy
+            logger.info("smp: compiled kernel unavailable (%s); using the numpy estimator.", exc)
+            _KERNEL = False
+        else:
+            _KERNEL = _smp_kernel
+    return _KERNEL or None
+
+
+def _measure_numpy(flat, dt, noise, threshold, background_factor):
+    """(noise used, estimate at dt, value at 2 dt or None, dense flags) of the rows of ``flat``, in numpy.
+
+    Rows are processed in blocks that fit in cache; everything inside a block is vectorised.
+    """
+    n_series, n_times = flat.shape
+    block = max(1, _BLOCK_ELEMENTS // n_times)
+    parts = []
+    for lo in range(0, n_series, block):
+        rows = flat[lo : lo + block]
+        scale_y = np.max(np.abs(rows), axis=-1)
+        noise_rows = None if noise is None else noise[lo : lo + block]
+        noise_used, fine = _estimate(rows, dt, noise_rows, threshold, background_factor, scale_y)
+        coarse = None
+        dense = np.zeros(rows.shape[0], dtype=bool)
+        if n_times >= 5:
+            _, coarse = _estimate(
+                rows[:, ::2], 2 * dt, noise_used, threshold, background_factor, scale_y, value_only=True
+            )
+            if noise is None:
+                dense = _looks_dense(rows, fine.roughness, coarse.roughness, scale_y)
+        parts.append((lo, noise_used, fine, coarse, dense))
+    offsets = [p[0] for p in parts]
+    fine = _concat([p[2] for p in parts], offsets)
+    coarse_value = np.concatenate([p[3].value for p in parts]) if n_times >= 5 else None
+    return np.concatenate([p[1] for p in parts]), fine, coarse_value, np.concatenate([p[4] for p in parts])
+
+
+def _measure_compiled(flat, dt, noise, threshold, background_factor):
+    """As :func:`_measure_numpy`, one series at a time in the compiled kernel (same numbers)."""
+    kernel = _kernel()
+    n_series, n_times = flat.shape
+    flat = np.ascontiguousarray(flat)
+    with_coarse = n_times >= 5
+    consts = np.array([_MAD_TO_STD, _NOISE_STD_E, _NOISE_STD_D, _SPIKE_FRACTION, _LARGE_JUMP, _WEAK_SIGMA,
+                       3.0 * _NOISE_STD_E * np.sqrt(2.0), _SCALE_SUBSAMPLE])
+    out_float = np.zeros((n_series, 7))
+    out_int = np.zeros((n_series, 4), dtype=np.int64)
+    noise_in = np.zeros(n_series) if noise is None else np.ascontiguousarray(noise)
+    capacity = max(1024, 4 * n_series)
+    peaks = [np.empty(capacity, dtype=np.int64), np.empty(capacity), np.empty(capacity), np.empty(capacity)]
+    row, n_out = 0, 0
+    while True:
+        row, n_out = kernel.smp_rows(flat, dt, noise_in, noise is not None, threshold, background_factor,
+                                     with_coarse, consts, _ROUNDOFF, row, out_float, out_int, *peaks, n_out)
+        if row == n_series:
+            break
+        capacity = 2 * capacity + n_times  # the buffers filled up: grow and go on from that row
+        peaks = [np.concatenate([p[:n_out], np.empty(capacity - n_out, dtype=p.dtype)]) for p in peaks]
+    value, roughness, noise_used, t_sig, value_coarse, roughness_coarse, scale_y = np.ascontiguousarray(out_float.T)
+    n_peaks, n_below, n_sig, n_wide = np.ascontiguousarray(out_int.T)
+    fine = _Estimate(
+        value=value,
+        n_peaks=n_peaks,
+        n_below_limit=n_below,
+        detection_limit=2.0 * t_sig / dt,
+        peak_fraction=n_sig / max(n_times - 2, 1),
+        n_wide=n_wide,
+        roughness=roughness,
+        peaks=_Peaks(*(p[:n_out].copy() for p in peaks)),
+    )
+    dense = np.zeros(n_series, dtype=bool)
+    if with_coarse and noise is None:
+        dense = _looks_dense(flat, roughness, roughness_coarse, scale_y)
+    return noise_used, fine, (value_coarse if with_coarse else None), dense
 
 
 def _broadcast_noise(noise, batch_shape) -> np.ndarray:
@@ -668,9 +735,9 @@ def _empty_estimate(n_series: int, half_limit: np.ndarray, roughness: np.ndarray
     )
 
 
-def _judge(fine: _Estimate, coarse: _Estimate, dense_roughness: np.ndarray, rtol: float):
+def _judge(fine: _Estimate, coarse_value: np.ndarray, dense_roughness: np.ndarray, rtol: float):
     """Resolution verdict per series from the estimates at h and 2h."""
-    v1, v2 = fine.value, coarse.value
+    v1, v2 = fine.value, coarse_value
     tol = rtol * np.maximum(v1, v2) + 0.5 * fine.detection_limit * np.finfo(np.float64).eps ** 0.5
     dense = fine.peak_fraction > 0.25
     rough = dense_roughness & ~dense

@@ -1051,3 +1051,125 @@ def test_noise_of_wrong_shape():
 def test_bad_tuning_parameters(kwargs, text):
     with pytest.raises(InputError, match="^" + re.escape(text) + "$"):
         smp(np.zeros(10), **kwargs)
+
+
+# --------------------------------------------------------------------------
+# Compiled kernel against the vectorised numpy estimator
+# --------------------------------------------------------------------------
+
+
+def _kernel_cases(rng):
+    """Signals that reach every branch: noise, flat stretches, ties, dense and sparse kinks, curvature."""
+    out = []
+    for n in (3, 4, 5, 6, 7, 11, 64, 257, 2048):
+        dt = 1.0 / n
+        kinks = sample_random_kinks(n, dt, rate=30, jump_scale=1.0, size=(6,), rng=rng).values
+        out += [
+            (f"white n={n}", rng.standard_normal((6, n)), dt),
+            (f"relu(GP) n={n}", np.maximum(sample_se_gp(n, dt, 0.05, size=(6,), rng=rng), 0.0), dt),
+            (f"GP + kinks n={n}", sample_se_gp(n, dt, 0.1, size=(6,), rng=rng) + kinks, dt),
+            (f"kinks + noise n={n}", kinks + 1e-4 * rng.standard_normal(kinks.shape), dt),
+            (f"integers n={n}", rng.integers(0, 3, (6, n)).astype(np.float64), dt),
+            (f"constant, quadratic n={n}", np.stack([np.zeros(n), np.full(n, 2.5), np.arange(n) ** 2.0]), dt),
+        ]
+    t = np.arange(4096) / 4096
+    out.append(("relu(sin) mixtures", np.maximum(np.sin(np.outer([3.0, 40.0, 400.0], t * 2 * np.pi)), 0.0), t[1]))
+    return out
+
+
+def _assert_same_estimates(a, b, label):
+    noise_a, fine_a, coarse_a, dense_a = a
+    noise_b, fine_b, coarse_b, dense_b = b
+
+    def close(x, y, what):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.shape == y.shape, f"{label}: {what} shapes {x.shape} != {y.shape}"
+        if x.dtype.kind in "biu":
+            np.testing.assert_array_equal(x, y, err_msg=f"{label}: {what}")
+        else:
+            scale = np.max(np.abs(x[np.isfinite(x)]), initial=0.0)
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12 * scale, err_msg=f"{label}: {what}")
+
+    close(noise_a, noise_b, "noise")
+    if coarse_a is None:
+        assert coarse_b is None
+    else:
+        close(coarse_a, coarse_b, "value at 2 dt")
+    close(dense_a, dense_b, "dense")
+    for name in ("value", "n_peaks", "n_below_limit", "detection_limit", "peak_fraction", "n_wide", "roughness"):
+        close(getattr(fine_a, name), getattr(fine_b, name), name)
+    for name in ("series", "time", "jump", "snr"):
+        close(getattr(fine_a.peaks, name), getattr(fine_b.peaks, name), f"peaks.{name}")
+
+
+def test_compiled_kernel_matches_numpy_estimator():
+    from smpstats import grid
+
+    assert grid._kernel() is not None, "the compiled kernel (numba) should be importable"
+    rng = np.random.default_rng(20)
+    n_peaks = 0
+    for label, y, dt in _kernel_cases(rng):
+        for noise in (None, np.full(y.shape[0], 1e-3)):
+            args = (y, dt, noise, Z_DEFAULT, 2.0)
+            compiled = grid._measure_compiled(*args)
+            _assert_same_estimates(grid._measure_numpy(*args), compiled, f"{label}, noise={noise is not None}")
+            n_peaks += compiled[1].peaks.series.size
+    assert n_peaks > 1000  # the comparison covered many kinks
+
+
+def test_compiled_kernel_grows_its_peak_buffers():
+    """More peaks than the first buffers hold (a kink every 8 samples): the kernel resumes where it stopped."""
+    from smpstats import grid
+
+    rng = np.random.default_rng(23)
+    n = 8192
+    t = np.arange(n) / n
+    times = (np.arange(8, n - 8, 8) + rng.random((2, n // 8 - 2))) / n
+    jumps = rng.choice([-1.0, 1.0], times.shape) * rng.uniform(0.5, 1.5, times.shape)
+    y = pl_values(t, times, jumps)
+    compiled = grid._measure_compiled(y, t[1], None, Z_DEFAULT, 2.0)
+    assert compiled[1].peaks.series.size > 1900  # the first buffers hold 1024
+    _assert_same_estimates(grid._measure_numpy(y, t[1], None, Z_DEFAULT, 2.0), compiled, "kink every 4 samples")
+
+
+def test_smp_without_compiled_kernel_gives_the_same_result(monkeypatch):
+    """The numpy fallback (numba missing) and the kernel agree through smp, for a non-contiguous time axis too."""
+    from smpstats import grid
+
+    rng = np.random.default_rng(21)
+    n = 1000
+    y = sample_se_gp(n, 1.0 / n, 0.1, size=(3,), rng=rng) + sample_random_kinks(
+        n, 1.0 / n, rate=20, jump_scale=1.0, size=(3,), rng=rng).values
+    y = np.ascontiguousarray(y.T)  # time along axis 0
+    compiled = smp(y, dt=1.0 / n, axis=0)
+    monkeypatch.setattr(grid, "_KERNEL", False)
+    reference = smp(y, dt=1.0 / n, axis=0)
+    for name in ("value", "n_peaks", "resolved", "reason", "value_coarse", "noise", "detection_limit", "n_below_limit"):
+        a, b = getattr(reference, name), getattr(compiled, name)
+        if a.dtype == object:
+            assert list(a) == list(b), name
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=name)
+    pd_a, pd_b = reference.peaks_frame(), compiled.peaks_frame()
+    assert len(pd_a) == len(pd_b) > 30
+    np.testing.assert_allclose(pd_a.to_numpy(float), pd_b.to_numpy(float), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "fills", "sorted", "reversed", "constant"])
+def test_kernel_selection_is_the_order_statistic(kind):
+    from smpstats._smp_kernel import _select
+
+    rng = np.random.default_rng(22)
+    for n in (1, 2, 3, 10, 257, 1024):
+        a = {
+            "normal": rng.standard_normal(n),
+            "ties": rng.integers(0, 4, n).astype(np.float64),
+            "fills": np.where(rng.random(n) < 0.6, np.where(np.arange(n) % 2 == 0, -1.0, np.inf), rng.random(n)),
+            "sorted": np.sort(rng.standard_normal(n)),
+            "reversed": np.sort(rng.standard_normal(n))[::-1].copy(),
+            "constant": np.zeros(n),
+        }[kind]
+        for k in sorted({0, n // 10, n // 2, n - 1}):
+            work = np.concatenate([a, [np.nan] * 3])  # entries past n are never touched
+            assert _select(work, n, k) == np.partition(a, k)[k], (kind, n, k)
+            assert np.array_equal(np.sort(work[:n]), np.sort(a)) and np.isnan(work[n:]).all()
