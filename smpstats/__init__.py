@@ -16,6 +16,7 @@ Main entry points (imported lazily, so ``import smpstats`` is cheap):
 - :class:`SmoothInputs`, :class:`KinkedInputs` — input families for simulations.
 - :func:`save_samples`, :func:`load_samples` — Parquet tables with metadata.
 - :mod:`theory` — expected SMP and moments of blocks (DESIGN §4).
+- :func:`assess` — forensic assessment of a trajectory: piecewise-linear network or smooth plus noise?
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ _EXPORTS = {
     "InputFamily": "inputs",
     "SmoothInputs": "inputs",
     "KinkedInputs": "inputs",
+    "assess": "forensics",
+    "ForensicReport": "forensics",
     "read_metadata": "io",
     "save_samples": "io",
     "load_samples": "io",
