@@ -24,64 +24,72 @@ _JIT = dict(cache=True, nogil=True)
 
 
 @njit(**_JIT)
-def _select(a, n, k):
-    """k-th smallest (0-based) of ``a[:n]``; reorders ``a[:n]`` in place.
+def _next_state(state):
+    """One step of a 64-bit linear congruential generator (pivot positions)."""
+    return state * np.uint64(6364136223846793005) + np.uint64(1442695040888963407)
 
-    Quickselect with a median-of-three pivot and a branch-free partition
-    (values that equal the pivot are gathered in a second pass only when
-    there are any); after ``2 log2(n) + 4`` rounds the rest is sorted.
+
+@njit(**_JIT)
+def _select(work, n, k):
+    """k-th smallest (0-based) of ``work[0, :n]``; ``work`` (3, >= n) is overwritten.
+
+    Quickselect with out-of-place three-way partitions between the rows of
+    ``work`` (no branches and no store-to-load chains in the inner loop),
+    pivots the median of three entries at pseudo-random positions, and an
+    insertion sort for the last few values.
     """
-    lo, hi = 0, n - 1
+    src = 0
+    state = np.uint64(0x9E3779B97F4A7C15)
     rounds = 0
-    limit = 2 * int(math.log2(n + 1)) + 4
-    while hi > lo:
+    while n > 16:
         rounds += 1
-        if rounds > limit:
-            part = np.sort(a[lo : hi + 1])
-            return part[k - lo]
-        mid = (lo + hi) >> 1
-        # median of three, moved to a[hi]
-        if a[mid] < a[lo]:
-            a[mid], a[lo] = a[lo], a[mid]
-        if a[hi] < a[lo]:
-            a[hi], a[lo] = a[lo], a[hi]
-        if a[mid] < a[hi]:
-            a[mid], a[hi] = a[hi], a[mid]
-        pivot = a[hi]
-        i = lo
-        n_equal = 0
-        for j in range(lo, hi):  # a[lo:i] < pivot <= a[i:j]
-            v = a[j]
-            a[j] = a[i]
-            a[i] = v
-            i += v < pivot
-            n_equal += v == pivot
-        a[hi] = a[i]
-        a[i] = pivot
-        if k < i:
-            hi = i - 1
-        elif k == i:
-            return pivot
+        a = work[src]
+        if rounds > 64:  # never reached in practice: bounded cost whatever the data
+            return np.sort(a[:n])[k]
+        state = _next_state(state)
+        x = a[int(state >> np.uint64(33)) % n]
+        state = _next_state(state)
+        y = a[int(state >> np.uint64(33)) % n]
+        state = _next_state(state)
+        z = a[int(state >> np.uint64(33)) % n]
+        if x < y:
+            pivot = y if y < z else (z if x < z else x)
         else:
-            lo = i + 1
-            if n_equal > 0:  # gather the values equal to the pivot after it
-                for j in range(lo, hi + 1):
-                    v = a[j]
-                    a[j] = a[lo]
-                    a[lo] = v
-                    lo += v == pivot
-                if k < lo:
-                    return pivot
+            pivot = x if x < z else (z if y < z else y)
+        below, above = work[(src + 1) % 3], work[(src + 2) % 3]
+        n_below = 0
+        n_above = 0
+        for j in range(n):
+            v = a[j]
+            below[n_below] = v
+            above[n_above] = v
+            n_below += v < pivot
+            n_above += v > pivot
+        if k < n_below:
+            src, n = (src + 1) % 3, n_below
+        elif k >= n - n_above:
+            k -= n - n_above
+            src, n = (src + 2) % 3, n_above
+        else:
+            return pivot
+    a = work[src]
+    for i in range(1, n):
+        v = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > v:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = v
     return a[k]
 
 
 @njit(**_JIT)
-def _quantile(values, n_valid, q):
-    """Lower order statistic at ``q`` of ``values[:n_valid]`` (0 when empty), as ``grid._masked_quantile``."""
+def _quantile(work, n_valid, q):
+    """Lower order statistic at ``q`` of ``work[0, :n_valid]`` (0 when empty), as ``grid._masked_quantile``."""
     if n_valid == 0:
         return 0.0
     k = int(math.floor(q * (n_valid - 1)))
-    return _select(values, n_valid, max(k, 0))
+    return _select(work, n_valid, max(k, 0))
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -111,6 +119,7 @@ def _scales(x, n, d, work, c_mad, c_noise_e, c_noise_d, n_windows):
     if n < 4:
         return 0.0, 0.0
     m = n - 2
+    values = work[0]
     spacing = max(1, (n - 3) // n_windows)
     count = min(n_windows, -(-(n - 3) // spacing))
     # median |e| of the non-flat windows; flat ones count as -1 at even and +inf at odd positions
@@ -119,9 +128,9 @@ def _scales(x, n, d, work, c_mad, c_noise_e, c_noise_d, n_windows):
         c = w * spacing
         e = d[c + 1] - d[c]
         if d[c] == 0 and x[c] == x[c + 1] and e == 0:
-            work[w] = -1.0 if w % 2 == 0 else math.inf
+            values[w] = -1.0 if w % 2 == 0 else math.inf
         else:
-            work[w] = abs(e)
+            values[w] = abs(e)
             n_kept += 1
     scale_e = c_mad * _select(work, count, count // 2) if n_kept > 0 else 0.0
     # low quantile of |d| over every step-th window, non-flat ones
@@ -130,7 +139,7 @@ def _scales(x, n, d, work, c_mad, c_noise_e, c_noise_d, n_windows):
     for w in range(0, count, step):
         c = w * spacing
         if not (d[c] == 0 and x[c] == x[c + 1]):
-            work[n_valid] = abs(d[c])
+            values[n_valid] = abs(d[c])
             n_valid += 1
     low_d = _quantile(work, n_valid, 0.1)
     if n_kept < 0.25 * count and spacing > 1:  # few non-flat windows: use every sample
@@ -138,13 +147,13 @@ def _scales(x, n, d, work, c_mad, c_noise_e, c_noise_d, n_windows):
         for c in range(m - 1):
             e = d[c + 1] - d[c]
             if not (d[c] == 0 and x[c] == x[c + 1] and e == 0):
-                work[n_valid] = abs(e)
+                values[n_valid] = abs(e)
                 n_valid += 1
         scale_e = c_mad * _quantile(work, n_valid, 0.5)
         n_valid = 0
         for c in range(m):
             if not (d[c] == 0 and x[c] == x[c + 1]):
-                work[n_valid] = abs(d[c])
+                values[n_valid] = abs(d[c])
                 n_valid += 1
         low_d = _quantile(work, n_valid, 0.1)
     noise = scale_e / c_noise_e
@@ -338,7 +347,7 @@ def smp_rows(flat, dt, noise, noise_given, threshold, background_factor, with_co
     n_coarse = (n_times + 1) // 2
     x2 = np.empty(n_coarse)
     d = np.empty(size)
-    work = np.empty(size)
+    work = np.empty((3, size))
     runs = np.empty(2 * size, dtype=np.int64)
     resid = np.empty(size)
     gid = np.empty(size, dtype=np.int64)
