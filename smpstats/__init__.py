@@ -16,6 +16,9 @@ Main entry points (imported lazily, so ``import smpstats`` is cheap):
 - :class:`SmoothInputs`, :class:`KinkedInputs` — input families for simulations.
 - :func:`save_samples`, :func:`load_samples` — Parquet tables with metadata.
 - :mod:`theory` — expected SMP and moments of blocks (DESIGN §4).
+- :func:`block_samples` — training and held-out samples of block families over configurations.
+- :func:`fit`, :func:`load_model` — per-block transfer models (theory, regression, Bayesian) with ``predict``.
+- :func:`check` — coverage, CRPS, PIT, LOO of a transfer model on held-out samples.
 - :func:`assess` — forensic assessment of a trajectory: piecewise-linear network or smooth plus noise?
 """
 
@@ -52,6 +55,13 @@ _EXPORTS = {
     "InputFamily": "inputs",
     "SmoothInputs": "inputs",
     "KinkedInputs": "inputs",
+    "block_samples": "training_data",
+    "fit": "transfer",
+    "load_model": "transfer",
+    "TransferModel": "transfer",
+    "Predictive": "predictive",
+    "check": "checks",
+    "CheckReport": "checks",
     "assess": "forensics",
     "ForensicReport": "forensics",
     "read_metadata": "io",

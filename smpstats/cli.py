@@ -1,4 +1,4 @@
-"""Command-line interface: ``smpstats measure | simulate | forensic | blocks | demo``.
+"""Command-line interface: ``smpstats measure | simulate | samples | fit | check | forensic | blocks | demo``.
 
 Only argument parsing, file reading and printing live here; the work is done
 by the library functions, which the messages name so that users can move to
@@ -32,6 +32,9 @@ examples:
   smpstats measure --spec "conv1d(out_channels=8,kernel_size=3)|relu|maxpool1d(kernel_size=2)" \\
                    --input-shape 4,64             # SMP of a random network along a smooth path
   smpstats simulate "relu" --trials 200 --out relu.parquet
+  smpstats samples --split train --out train.parquet   # samples of all block families
+  smpstats fit train.parquet --kind bayes --out fit.nc  # per-block transfer model
+  smpstats check fit.nc --holdout holdout.parquet --figures checks
   smpstats forensic landmarks.csv --figure f.png  # network or smooth track plus noise?
   smpstats blocks maxpool2d                       # parameters of a block
 Run 'smpstats COMMAND --help' for the options of each command.
@@ -155,6 +158,65 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the text report")
     f.add_argument("--figure", metavar="PNG", default=None,
                    help="write a figure (trajectory, kinks, the statistic against both hypotheses) to this file")
+
+    sp = sub.add_parser(
+        "samples",
+        help="simulate training or held-out samples of block families for transfer models",
+        description=(
+            "Simulate SMP samples of block families over several block configurations "
+            "(smpstats.block_samples). The 'train' and 'holdout' splits use different configurations "
+            "and seeds, so that 'smpstats check' measures how well a fit generalises."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sp.add_argument("--families", nargs="+", default=None,
+                    help="block families (default all: relu leaky_relu maxpool affine avgpool batchnorm smooth)")
+    sp.add_argument("--split", choices=("train", "holdout"), default="train", help="which configurations")
+    sp.add_argument("--trials", type=int, default=200, help="trials per configuration")
+    sp.add_argument("--seed", type=int, default=0, help="root seed")
+    sp.add_argument("--out", "-o", required=True, help="output Parquet file (written atomically)")
+    sp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    ft = sub.add_parser(
+        "fit",
+        help="fit a per-block transfer model (theory, regression or Bayesian) to samples",
+        description=(
+            "Fit a transfer model of output SMP given a block's input statistics (smpstats.fit) to one "
+            "or more Parquet tables from 'smpstats samples' or 'smpstats simulate'. Writes the model: "
+            "JSON for theory and regression, netCDF (ArviZ InferenceData) for bayes. A Bayesian fit "
+            "that fails its convergence checks (R-hat, ESS, divergences) says so loudly."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ft.add_argument("samples", nargs="+", help="Parquet sample tables")
+    ft.add_argument("--kind", choices=("theory", "regression", "bayes"), default="regression", help="model tier")
+    ft.add_argument("--out", "-o", required=True, help="model file to write (atomically)")
+    ft.add_argument("--draws", type=int, default=500, help="bayes: posterior draws per chain")
+    ft.add_argument("--tune", type=int, default=500, help="bayes: tuning steps per chain")
+    ft.add_argument("--chains", type=int, default=4, help="bayes: chains")
+    ft.add_argument("--sampler", choices=("auto", "nutpie", "pymc"), default="auto",
+                    help="bayes: NUTS implementation (auto: nutpie when installed)")
+    ft.add_argument("--seed", type=int, default=0, help="bayes: sampler seed")
+    ft.add_argument("--no-progress", action="store_true", help="hide the sampler's progress bar")
+
+    ck = sub.add_parser(
+        "check",
+        help="check a fitted transfer model on held-out samples (coverage, CRPS, PIT, LOO)",
+        description=(
+            "Score a fitted transfer model (smpstats.check) on held-out samples: error of the mean, "
+            "coverage of 50/90/95 %% predictive intervals, CRPS and PIT per block family; for Bayesian "
+            "fits also R-hat, ESS, divergences, PSIS-LOO and LOO-PIT. Prints a table (or JSON) and "
+            "writes figures. Exit status 1 when a family's 90 %% coverage is outside 85-95 %% or the fit "
+            "failed its diagnostics."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ck.add_argument("model", help="model file from 'smpstats fit'")
+    ck.add_argument("--holdout", nargs="+", required=True, help="Parquet sample tables not used in the fit")
+    ck.add_argument("--figures", metavar="DIR", default=None, help="folder for the figures (created if missing)")
+    ck.add_argument("--draws", type=int, default=1000, help="predictive draws per row")
+    ck.add_argument("--seed", type=int, default=0, help="seed of the predictive draws")
+    ck.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
 
     d = sub.add_parser(
         "demo",
@@ -373,6 +435,87 @@ def _cmd_forensic(args, parser) -> int:
     return 0
 
 
+def _read_tables(paths: Sequence[str]):
+    import pandas as pd
+
+    from .io import load_samples
+
+    tables = []
+    for path in paths:
+        t = load_samples(path)
+        if "source" not in t.columns:
+            t["source"] = str(path)
+        tables.append(t)
+    return tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
+
+
+def _cmd_samples(args, parser) -> int:
+    from .training_data import block_samples
+    from .io import save_samples
+
+    table = block_samples(args.families, split=args.split, n_trials=args.trials, seed=args.seed,
+                          progress=not args.no_progress)
+    out = save_samples(table, args.out, metadata={"kind": "block_samples", "split": args.split,
+                                                  "families": args.families, "seed": args.seed})
+    print(f"wrote {len(table)} rows to {out}")
+    print(table.groupby("source")["smp_out"].agg(["size", "mean"]).to_string())
+    print(f"Next: smpstats fit {out} --kind regression --out model.json")
+    return 0
+
+
+def _cmd_fit(args, parser) -> int:
+    from .transfer import fit
+
+    samples = _read_tables(args.samples)
+    options = {}
+    if args.kind == "bayes":
+        options = dict(draws=args.draws, tune=args.tune, chains=args.chains, sampler=args.sampler, seed=args.seed,
+                       progress=not args.no_progress)
+    model = fit(samples, kind=args.kind, **options)
+    path = model.save(args.out)
+    print(model.summary())
+    print(f"model written to {path}")
+    if model.warnings:
+        print("WARNING: this fit failed its convergence checks; predictions built on it say so.", file=sys.stderr)
+    print(f"Next: smpstats check {path} --holdout HOLDOUT.parquet --figures check-figures")
+    return 0
+
+
+def _cmd_check(args, parser) -> int:
+    from .checks import check
+    from .transfer import load_model
+
+    model = load_model(args.model)
+    holdout = _read_tables(args.holdout)
+    report = check(model, holdout, n_draws=args.draws, seed=args.seed)
+    written = []
+    if args.figures is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .io import atomic_write
+        from .transfer_plots import check_figures
+
+        folder = Path(args.figures)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stem, fig in check_figures(report, model).items():
+            target = folder / f"{stem}.png"
+            with atomic_write(target) as fh:
+                fig.savefig(fh, dpi=110, format="png")
+            plt.close(fig)
+            written.append(str(target))
+    if args.json:
+        print(json.dumps({"model": args.model, **report.to_dict(), "figures": written}, indent=2,
+                         default=_json_default))
+    else:
+        print(report.summary())
+        if written:
+            print(f"{len(written)} figures written to {args.figures}")
+    return 0 if report.passed else 1
+
+
 def _cmd_blocks(args, parser) -> int:
     from .blocks import block_help
 
@@ -394,6 +537,9 @@ _OPTION_NAMES = {
                  "input_shape": "--input-shape"},
     "measure": {"n_points": "--n-points", "input_shape": "--input-shape"},
     "demo": {"n_trials": "--trials"},
+    "samples": {"n_trials": "--trials"},
+    "fit": {"n_draws": "--draws"},
+    "check": {"n_draws": "--draws"},
     "forensic": {"n_null_sims": "--null-sims", "prior_odds": "--prior-odds"},
 }
 
@@ -403,6 +549,9 @@ _COMMANDS = {
     "forensic": _cmd_forensic,
     "blocks": _cmd_blocks,
     "demo": _cmd_demo,
+    "samples": _cmd_samples,
+    "fit": _cmd_fit,
+    "check": _cmd_check,
 }
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import DataFileError, InputError
 
-__all__ = ["save_samples", "load_samples", "read_metadata", "atomic_write", "package_version", "METADATA_KEY"]
+__all__ = ["save_samples", "load_samples", "read_metadata", "atomic_write", "atomic_path", "package_version", "METADATA_KEY"]
 
 #: Key of the smpstats metadata in the Parquet schema metadata.
 METADATA_KEY = b"smpstats"
@@ -164,6 +164,18 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     >>> with atomic_write("table.csv") as fh:  # doctest: +SKIP
     ...     fh.write(df.to_csv().encode())
     """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Like :func:`atomic_write`, for writers that take a file name (netCDF, HDF5).
+
+    Yields the path of a temporary file in the target's directory; when the
+    ``with`` block ends normally that file is synced to disk and renamed over
+    ``path``, otherwise removed (an existing file at ``path`` is untouched).
+    """
     target = Path(os.fspath(path))
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
@@ -172,13 +184,13 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise DataFileError(f"Cannot write '{target}': cannot create a file in '{directory}' ({exc.strerror}).") from exc
+    os.close(fd)
     tmp = Path(tmp_name)
     try:
         os.chmod(tmp, _file_mode(target))  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
+        with open(tmp, "rb+") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, target)
     except BaseException:
         try:

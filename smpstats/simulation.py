@@ -36,7 +36,9 @@ __all__ = ["simulate", "trial_seeds", "STAT_COLUMNS"]
 logger = logging.getLogger(__name__)
 
 #: Per-signal statistics recorded with suffix ``_in`` and ``_out``.
-STAT_COLUMNS = ("mu", "sigma", "sigma_dot", "smp", "kinks", "resolved", "n_units", "n_measured")
+#: ``sigma`` is the mean over units of each unit's std over t; ``sigma_pool`` the std over all units
+#: and t together (it adds the spread of the units' means; the theory's sigma for a layer).
+STAT_COLUMNS = ("mu", "sigma", "sigma_pool", "sigma_dot", "smp", "kinks", "resolved", "n_units", "n_measured")
 
 #: Entropy word that separates the unit-subset stream from the trial's other streams.
 _UNIT_STREAM = 0x756E697473
@@ -118,6 +120,7 @@ def _signal_stats(y: np.ndarray, n_units: int, dt: float) -> dict[str, float]:
     return {
         "mu": float(mean.mean()),
         "sigma": float(np.sqrt(variance).mean()),
+        "sigma_pool": float(np.sqrt(np.mean(variance + (mean - mean.mean()) ** 2))),
         "sigma_dot": float(np.sqrt(np.einsum("ij,ij->", dy, dy) / dy.size) / dt),
         "smp": float(np.mean(r.value)),
         "kinks": float(np.mean(r.n_peaks)),

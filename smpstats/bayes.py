@@ -1,0 +1,379 @@
+"""Bayesian tier: theory-centred hierarchical transfer model (PyMC; nutpie when installed).
+
+For row ``i`` of block family ``f`` and configuration ``c`` (the unit of
+partial pooling, e.g. ``maxpool1d(kernel_size=3)`` or
+``conv1d(...) -> maxpool1d(kernel_size=2)``):
+
+.. math::
+
+    \\mu_i = \\big(e^{a^{new}_f + \\tau^{new}_f z^{new}_c}\\, T^{new}_i
+           + e^{a^{car}_f + \\tau^{car}_f z^{car}_c}\\, T^{car}_i\\big)\\,
+           e^{x_i^\\top b_f}
+
+    y_i \\mid y_i > 0 \\sim \\mathrm{Gamma}(\\text{mean } \\mu_i,\\ \\text{shape } \\phi_i), \\quad
+    \\log\\phi_i = d_f + \\tau^{d}_f z^{d}_c + x_i^\\top g_f, \\quad
+    \\Pr(y_i = 0) = \\mathrm{logit}^{-1}(h_{0f} + h_{1f}\\, \\mathrm{log\\_rel}_i)
+
+with ``T^new``, ``T^car`` the theory's new and carried kinks
+(:mod:`smpstats.theory_terms`), covariates ``x = (log_rel, log_res, chained)``
+centred per family, and priors centred on the theory: ``a ~ N(0, 0.5)`` (the
+corrections ``e^a`` have median 1), ``tau ~ HalfNormal(0.2)``,
+``b, g ~ N(0, 0.3)``, ``d ~ N(3, 1.5)``, ``tau^d ~ HalfNormal(0.5)``,
+``h_0 ~ N(-4, 2)``, ``h_1 ~ N(0, 1)``, ``z ~ N(0, 1)`` (non-centred).
+
+A configuration not seen in the fit is predicted with fresh ``z ~ N(0, 1)``
+per draw, i.e. from the population of configurations of its family.
+
+Diagnostics (R-hat, bulk and tail ESS, divergences) are computed after
+sampling and stored with the fit; failures become the model's ``warnings``,
+which every prediction carries. The saved artefact is the ArviZ
+InferenceData (netCDF) with the training design in ``constant_data`` and
+the model description in its attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataFileError, InputError
+from .io import atomic_path, package_version
+from .transfer import FORMAT, TransferModel
+
+__all__ = ["BayesTransfer", "fit_bayes", "build_model", "DIAGNOSTIC_LIMITS", "X_COLUMNS"]
+
+#: Covariates of the mean and dispersion (centred per family).
+X_COLUMNS = ("log_rel", "log_res", "chained")
+#: Thresholds of the convergence checks.
+DIAGNOSTIC_LIMITS = {"r_hat_max": 1.01, "ess_bulk_min": 400.0, "ess_tail_min": 400.0, "divergences_max": 0}
+_CENTRED = ("log_rel", "log_res")
+_DESIGN_COLUMNS = ("family", "config", "theory_new", "theory_carried", "theory", "log_rel", "log_res", "chained", "y")
+
+
+def _quiet_arviz():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz as az
+    return az
+
+
+class _Index:
+    """Family/config integer codes and covariate centring, fixed at fit time."""
+
+    def __init__(self, families: list[str], configs: list[str], config_family: list[str], centres: dict[str, dict[str, float]]):
+        self.families, self.configs, self.config_family, self.centres = families, configs, config_family, centres
+
+    @classmethod
+    def from_design(cls, design: pd.DataFrame) -> "_Index":
+        families = sorted(set(design["family"]))
+        pairs = design[["config", "family"]].drop_duplicates().sort_values(["family", "config"])
+        centres = {f: {c: float(g[c].mean()) for c in _CENTRED} for f, g in design.groupby("family")}
+        return cls(families, pairs["config"].tolist(), pairs["family"].tolist(), centres)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"families": self.families, "configs": self.configs, "config_family": self.config_family,
+                "centres": self.centres}
+
+    def arrays(self, design: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Codes and centred covariates; config code -1 for configurations not seen in the fit."""
+        fam = design["family"].map({f: i for i, f in enumerate(self.families)}).to_numpy()
+        key = {(c, f): i for i, (c, f) in enumerate(zip(self.configs, self.config_family))}
+        cfg = np.array([key.get((c, f), -1) for c, f in zip(design["config"], design["family"])], dtype=np.int64)
+        X = np.column_stack([
+            design[c].to_numpy(float) - (design["family"].map({f: v[c] for f, v in self.centres.items()}).to_numpy(float)
+                                         if c in _CENTRED else 0.0)
+            for c in X_COLUMNS
+        ])
+        return {"fam": fam.astype(np.int64), "cfg": cfg, "X": X, "new": design["theory_new"].to_numpy(float),
+                "car": design["theory_carried"].to_numpy(float)}
+
+
+def build_model(design: pd.DataFrame, index: "_Index"):
+    """The PyMC model of the module doc for a design frame with ``y`` (all configs known)."""
+    import pymc as pm
+
+    a = index.arrays(design)
+    y = design["y"].to_numpy(float)
+    pos = y > 0
+    nf, nc, nx = len(index.families), len(index.configs), len(X_COLUMNS)
+    cfam = np.array([index.families.index(f) for f in index.config_family])
+    coords = {"family": index.families, "config": index.configs, "covariate": list(X_COLUMNS)}
+    with pm.Model(coords=coords) as model:
+        # Centred config effects: every config has many rows, so the data pin them down. The scales
+        # are shared across families (~20 configurations inform them) and have boundary-avoiding
+        # Gamma priors (no funnel at tau -> 0 with few configurations).
+        a_new = pm.Normal("a_new", 0.0, 0.5, dims="family")
+        a_car = pm.Normal("a_car", 0.0, 0.5, dims="family")
+        tau_new = pm.Gamma("tau_new", alpha=2.0, beta=10.0)
+        tau_car = pm.Gamma("tau_car", alpha=2.0, beta=10.0)
+        log_c_new = pm.Normal("log_c_new", a_new[cfam], tau_new, dims="config")
+        log_c_car = pm.Normal("log_c_car", a_car[cfam], tau_car, dims="config")
+        b = pm.Normal("b", 0.0, 0.3, dims=("family", "covariate"))
+        d = pm.Normal("d", 3.0, 1.5, dims="family")
+        tau_d = pm.Gamma("tau_d", alpha=2.0, beta=4.0)
+        log_phi_c = pm.Normal("log_phi_c", d[cfam], tau_d, dims="config")
+        g = pm.Normal("g", 0.0, 0.3, dims=("family", "covariate"))
+        h0 = pm.Normal("h0", -4.0, 2.0, dims="family")
+        h1 = pm.Normal("h1", 0.0, 1.0, dims="family")
+        f, c, X = a["fam"], a["cfg"], a["X"]
+        fp, cp, Xp = f[pos], c[pos], X[pos]
+        mu = (pm.math.exp(log_c_new[cp]) * a["new"][pos] + pm.math.exp(log_c_car[cp]) * a["car"][pos]) \
+            * pm.math.exp((Xp * b[fp]).sum(axis=1))
+        phi = pm.math.exp(log_phi_c[cp] + (Xp * g[fp]).sum(axis=1))
+        # Observations as data containers, so that a compiled model can be refitted to new data (SBC).
+        y_obs = pm.Data("y_pos_obs", y[pos])
+        zero_obs = pm.Data("is_zero_obs", (~pos).astype(np.int64))
+        pm.Gamma("y_pos", alpha=phi, beta=phi / mu, observed=y_obs)
+        p_zero_logit = h0[f] + h1[f] * X[:, 0]
+        pm.Bernoulli("is_zero", logit_p=p_zero_logit, observed=zero_obs)
+    return model
+
+
+def _diagnostics(idata) -> tuple[pd.DataFrame, dict[str, float]]:
+    az = _quiet_arviz()
+    summ = az.summary(idata, kind="diagnostics")
+    div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+    overall = {"r_hat_max": float(summ["r_hat"].max()), "ess_bulk_min": float(summ["ess_bulk"].min()),
+               "ess_tail_min": float(summ["ess_tail"].min()), "divergences": div}
+    return summ, overall
+
+
+def _warnings_from(overall: dict[str, float]) -> tuple[str, ...]:
+    lim = DIAGNOSTIC_LIMITS
+    out = []
+    if not overall["r_hat_max"] <= lim["r_hat_max"]:
+        out.append(f"R-hat up to {overall['r_hat_max']:.3f} (> {lim['r_hat_max']}): chains disagree; predictions unreliable.")
+    if not overall["ess_bulk_min"] >= lim["ess_bulk_min"]:
+        out.append(f"bulk ESS down to {overall['ess_bulk_min']:.0f} (< {lim['ess_bulk_min']:.0f}): run more draws.")
+    if not overall["ess_tail_min"] >= lim["ess_tail_min"]:
+        out.append(f"tail ESS down to {overall['ess_tail_min']:.0f} (< {lim['ess_tail_min']:.0f}): intervals unreliable.")
+    if overall["divergences"] > lim["divergences_max"]:
+        out.append(f"{overall['divergences']} divergent transitions: the posterior may be biased.")
+    return tuple(out)
+
+
+def _sample(model, *, draws: int, tune: int, chains: int, seed: int, sampler: str, progress: bool):
+    """Sample with nutpie or PyMC; returns (idata, compile_seconds, sampling_seconds, sampler used)."""
+    if sampler == "auto":
+        try:
+            import nutpie  # noqa: F401
+
+            sampler = "nutpie"
+        except ImportError:
+            sampler = "pymc"
+    t0 = time.perf_counter()
+    if sampler == "nutpie":
+        import nutpie
+
+        compiled = nutpie.compile_pymc_model(model)
+        t1 = time.perf_counter()
+        idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=progress,
+                              save_warmup=False)
+    else:
+        import pymc as pm
+
+        with model:
+            fn = model.compile_logp()  # compile before timing the sampling
+            fn(model.initial_point())
+            t1 = time.perf_counter()
+            idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=min(chains, os.cpu_count() or 1),
+                              random_seed=seed, progressbar=progress, compute_convergence_checks=False)
+    t2 = time.perf_counter()
+    return idata, t1 - t0, t2 - t1, sampler
+
+
+def fit_bayes(design: pd.DataFrame, *, draws: int = 500, tune: int = 500, chains: int = 4, seed: int = 0,
+              sampler: str = "auto", progress: bool = False) -> "BayesTransfer":
+    """Fit the Bayesian tier to a design frame (use :func:`smpstats.fit` with ``kind="bayes"``).
+
+    Parameters
+    ----------
+    draws, tune, chains : int
+        Posterior draws per chain, tuning steps, chains (4 x 500 draws give
+        bulk and tail ESS above 400 on the default fits).
+    seed : int
+        Sampler seed.
+    sampler : {"auto", "nutpie", "pymc"}
+        "auto" uses nutpie when installed.
+    progress : bool
+        Show the sampler's progress bar.
+    """
+    for name, v, lo in (("draws", draws, 50), ("tune", tune, 50), ("chains", chains, 1), ("seed", seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise InputError(f"{name} must be an int >= {lo}; got {v!r}.")
+    if sampler not in ("auto", "nutpie", "pymc"):
+        raise InputError(f"sampler must be 'auto', 'nutpie' or 'pymc'; got {sampler!r}.")
+    if (design["theory"] <= 0).any():
+        bad = sorted(set(design.loc[design["theory"] <= 0, "config"]))
+        raise InputError(
+            f"Rows of {', '.join(bad)} have theory SMP 0 (smooth blocks on smooth inputs: output SMP 0 by "
+            "construction); fit on inputs with kinks (path='kinked') or drop those rows."
+        )
+    index = _Index.from_design(design)
+    model = build_model(design, index)
+    idata, t_compile, t_sample, used = _sample(model, draws=draws, tune=tune, chains=chains, seed=seed,
+                                               sampler=sampler, progress=progress)
+    keep = ["a_new", "a_car", "tau_new", "tau_car", "log_c_new", "log_c_car", "b", "d", "tau_d", "log_phi_c", "g", "h0", "h1"]
+    az = _quiet_arviz()
+    post = idata.posterior[keep]
+    idata = az.InferenceData(posterior=post, sample_stats=idata.sample_stats,
+                             constant_data=_design_dataset(design))
+    summ, overall = _diagnostics(idata)
+    info = {"sampler": used, "draws": draws, "tune": tune, "chains": chains, "seed": seed,
+            "compile_seconds": t_compile, "sampling_seconds": t_sample, "n_rows": len(design), **overall}
+    return BayesTransfer(idata, index, info)
+
+
+def _design_dataset(design: pd.DataFrame):
+    import xarray as xr
+
+    data = {c: ("row", design[c].to_numpy().astype(str if c in ("family", "config") else float)) for c in _DESIGN_COLUMNS}
+    return xr.Dataset(data)
+
+
+class BayesTransfer(TransferModel):
+    """Bayesian tier (see the module doc). ``idata`` is the ArviZ InferenceData of the fit."""
+
+    kind = "bayes"
+
+    def __init__(self, idata, index: _Index, info: dict[str, Any]):
+        self.idata, self.index, self.info = idata, index, dict(info)
+        self.families = tuple(index.families)
+        self.warnings = _warnings_from(info)
+
+    # ------------------------------------------------------------ posterior access
+    def _posterior(self) -> dict[str, np.ndarray]:
+        """Posterior arrays with chains and draws stacked on the first axis."""
+        post = self.idata.posterior
+        return {k: post[k].values.reshape(-1, *post[k].shape[2:]) for k in post.data_vars}
+
+    def diagnostics(self) -> pd.DataFrame:
+        """R-hat, ESS bulk/tail per parameter (ArviZ), with the overall checks in ``attrs``."""
+        summ, overall = _diagnostics(self.idata)
+        summ.attrs.update(overall)
+        return summ
+
+    def training_design(self) -> pd.DataFrame:
+        cd = self.idata.constant_data
+        return pd.DataFrame({c: cd[c].values for c in _DESIGN_COLUMNS})
+
+    def _n_posterior(self) -> int:
+        return self.idata.posterior.sizes["chain"] * self.idata.posterior.sizes["draw"]
+
+    def _params_for(self, design: pd.DataFrame, n_draws: int, rng: np.random.Generator, pick: np.ndarray | None = None):
+        """(mu, shape phi, P(zero)), each (n_rows, n_draws), for posterior draws ``pick`` (random if None)."""
+        p = self._posterior()
+        if pick is None:
+            pick = rng.choice(self._n_posterior(), size=n_draws, replace=n_draws > self._n_posterior())
+        a = self.index.arrays(design)
+        f, c, X = a["fam"], a["cfg"], a["X"]
+        known = c >= 0
+        cc = np.where(known, c, 0)
+
+        def per_f(name: str) -> np.ndarray:
+            return p[name][pick][:, f].T  # (n_rows, n_draws)
+
+        def per_c(name: str, mean: str, scale: str) -> np.ndarray:
+            """Fitted config effect for known configs; a fresh draw from the family's population else."""
+            fitted = p[name][pick][:, cc].T
+            fresh = per_f(mean) + p[scale][pick][None, :] * rng.standard_normal(fitted.shape)
+            return np.where(known[:, None], fitted, fresh)
+
+        lin = np.einsum("rk,drk->rd", X, p["b"][pick][:, f, :])
+        mu = (np.exp(per_c("log_c_new", "a_new", "tau_new")) * a["new"][:, None]
+              + np.exp(per_c("log_c_car", "a_car", "tau_car")) * a["car"][:, None]) * np.exp(lin)
+        log_phi = per_c("log_phi_c", "d", "tau_d") + np.einsum("rk,drk->rd", X, p["g"][pick][:, f, :])
+        p0 = 1.0 / (1.0 + np.exp(-(per_f("h0") + per_f("h1") * X[:, :1])))
+        return mu, np.exp(log_phi), p0
+
+    def _draws(self, design: pd.DataFrame, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+        mu, phi, p0 = self._params_for(design, n_draws, rng)
+        y = rng.gamma(phi, mu / phi)
+        return np.where(rng.uniform(size=y.shape) < p0, 0.0, y)
+
+    def check_idata(self, design: pd.DataFrame | None = None, max_draws: int = 1000, seed: int = 0):
+        """InferenceData for checks: posterior predictive, pointwise log likelihood and observed ``y``.
+
+        For ``design`` (default: the training rows), from the same ``max_draws``
+        posterior draws (evenly thinned), so that ``arviz.loo``, ``arviz.loo_pit``
+        and ``arviz.plot_ppc`` work on it.
+        """
+        from scipy import special
+
+        az = _quiet_arviz()
+        design = self.training_design() if design is None else design
+        n_post = self._n_posterior()
+        pick = np.unique(np.linspace(0, n_post - 1, min(max_draws, n_post)).round().astype(int))
+        rng = np.random.default_rng(seed)
+        mu, phi, p0 = self._params_for(design, len(pick), rng, pick)
+        y = design["y"].to_numpy(float)[:, None]
+        with np.errstate(divide="ignore"):
+            pos_ll = (np.log1p(-p0) + phi * np.log(phi / mu) + (phi - 1) * np.log(np.where(y > 0, y, 1.0))
+                      - phi * y / mu - special.gammaln(phi))
+            ll = np.where(y > 0, pos_ll, np.log(p0))
+        y_rep = np.where(rng.uniform(size=mu.shape) < p0, 0.0, rng.gamma(phi, mu / phi))
+        return az.from_dict(posterior_predictive={"smp_out": y_rep.T[None]}, log_likelihood={"smp_out": ll.T[None]},
+                            observed_data={"smp_out": y[:, 0]})
+
+    # ------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index.to_dict(), "info": self.info}
+
+    def to_frame(self) -> pd.DataFrame:
+        """Posterior means and 90 % intervals of the family-level corrections (e^a) and dispersions."""
+        p = self._posterior()
+        rows = []
+        for i, fam in enumerate(self.families):
+            for name, label in (("a_new", "new-kink factor e^a_new"), ("a_car", "carried-kink factor e^a_car"),
+                                ("d", "Gamma shape e^d")):
+                v = np.exp(p[name][:, i])
+                rows.append({"family": fam, "parameter": label, "mean": v.mean(),
+                             "q05": np.quantile(v, 0.05), "q95": np.quantile(v, 0.95)})
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        i = self.info
+        head = (f"BayesTransfer for block families: {', '.join(self.families)}\n"
+                f"  {i['n_rows']} rows; sampler {i['sampler']}, {i['chains']} chains x {i['draws']} draws "
+                f"(compile {i['compile_seconds']:.1f} s, sampling {i['sampling_seconds']:.1f} s)\n"
+                f"  diagnostics: max R-hat {i['r_hat_max']:.4f}, min bulk ESS {i['ess_bulk_min']:.0f}, "
+                f"min tail ESS {i['ess_tail_min']:.0f}, divergences {i['divergences']}")
+        status = "  all convergence checks passed" if not self.warnings else "\n".join(
+            f"  WARNING: {w}" for w in self.warnings)
+        return "\n".join([head, status, self.to_frame().to_string(float_format=lambda v: f"{v:.4g}")])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the InferenceData (netCDF) with the model description in its attributes, atomically."""
+        target = Path(os.fspath(path))
+        meta = {"format": FORMAT, "format_version": 1, "kind": self.kind, "package_version": package_version(),
+                "model": self.to_dict()}
+        idata = self.idata.copy()
+        idata.posterior.attrs["smpstats"] = json.dumps(meta)
+        with atomic_path(target) as tmp:
+            idata.to_netcdf(str(tmp))
+        return target
+
+    @classmethod
+    def load(cls, path: Path) -> "BayesTransfer":
+        az = _quiet_arviz()
+        try:
+            idata = az.from_netcdf(str(path))
+            meta = json.loads(idata.posterior.attrs["smpstats"])
+        except Exception as exc:  # netCDF/HDF5 libraries raise many types for damaged files
+            raise DataFileError(
+                f"'{path}' is not a readable smpstats Bayesian model (netCDF InferenceData with smpstats "
+                f"attributes): {type(exc).__name__}: {exc}."
+            ) from None
+        if meta.get("format") != FORMAT or meta.get("kind") != "bayes":
+            raise DataFileError(f"'{path}' is a netCDF file but not a smpstats Bayesian model.")
+        idx = meta["model"]["index"]
+        index = _Index(idx["families"], idx["configs"], idx["config_family"], idx["centres"])
+        idata.posterior.attrs.pop("smpstats", None)
+        return cls(idata, index, meta["model"]["info"])

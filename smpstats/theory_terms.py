@@ -1,0 +1,185 @@
+"""Theory-tier expected output SMP for the rows of a samples table (DESIGN §4).
+
+:func:`theory_terms` evaluates, for every row of a table from
+:func:`smpstats.simulate` (one block, one trial), the analytic expected output
+SMP per unit, split into the part made of *new* kinks created by the block and
+the part *carried* from the input's kinks. The split is what the statistical
+tiers correct separately (:mod:`smpstats.regression`, :mod:`smpstats.bayes`).
+
+The formulas take the row's measured input statistics (``mu_in``,
+``sigma_in``, ``sigma_dot_in``, ``smp_in``, per unit, averaged over the
+layer) as the statistics of every input unit, and the block's weights as
+drawn from its init family:
+
+* affine (linear, conv): ``carried = E||w||_1 S_in`` with normal weights of
+  std ``sigma_w / sqrt(fan_in)``, i.e. ``sigma_w sqrt(2 fan_in / pi) S_in``;
+* average pooling: ``carried = S_in``; batch norm (eval mode, running
+  statistics from :mod:`smpstats.blocks`' draw): ``E|gamma| E[var^-1/2] S_in``;
+* smooth activations: ``carried = E|g'(X)| S_in`` (no new kinks);
+* ReLU, LeakyReLU, PReLU and max pooling: Kac-Rice and pairwise switching for
+  the new kinks, the surviving inherited kinks carried.
+"""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+import pandas as pd
+
+from . import theory
+from .errors import InputError
+
+__all__ = ["FAMILIES", "block_family", "theory_terms", "REQUIRED_COLUMNS"]
+
+#: Block name -> family: blocks in a family share one transfer model (and its pooling).
+FAMILIES: dict[str, str] = {
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+    "prelu": "leaky_relu",
+    "maxpool1d": "maxpool",
+    "maxpool2d": "maxpool",
+    "linear": "affine",
+    "conv1d": "affine",
+    "conv2d": "affine",
+    "avgpool1d": "avgpool",
+    "avgpool2d": "avgpool",
+    "batchnorm": "batchnorm",
+    "gelu": "smooth",
+    "silu": "smooth",
+    "softplus": "smooth",
+    "tanh": "smooth",
+    "flatten": "identity",
+}
+
+#: Columns every row needs (simulate's tables have them).
+REQUIRED_COLUMNS = ("block", "mu_in", "sigma_in", "sigma_dot_in", "smp_in", "path_length")
+
+
+def _batchnorm_gain() -> float:
+    """E|gamma| E[(running_var)^-1/2] for the draw in ``blocks._draw_weights``.
+
+    gamma ~ N(1, 0.2^2) (folded mean), running_var = exp(0.5 Z): E[var^-1/2] = exp(0.5^2 / 8).
+    """
+    m, s = 1.0, 0.2
+    folded = s * math.sqrt(2 / math.pi) * math.exp(-m * m / (2 * s * s)) + m * math.erf(m / (s * math.sqrt(2)))
+    return folded * math.exp(0.25**2 / 2)
+
+
+_BATCHNORM_GAIN = _batchnorm_gain()
+
+
+def block_family(block: str) -> str:
+    """Family of a block name (see :data:`FAMILIES`); clear error when unknown."""
+    try:
+        return FAMILIES[block]
+    except KeyError:
+        raise InputError(
+            f"No transfer theory for block {block!r}; known blocks: {', '.join(sorted(FAMILIES))}."
+        ) from None
+
+
+def _column(df: pd.DataFrame, name: str, default: float = math.nan) -> np.ndarray:
+    if name not in df.columns:
+        return np.full(len(df), default)
+    return pd.to_numeric(df[name], errors="coerce").astype("float64").to_numpy(na_value=math.nan)
+
+
+def _window(df: pd.DataFrame) -> np.ndarray:
+    """Inputs per pooling window (the ``window`` column, else kernel_size**rank)."""
+    w = _column(df, "window")
+    if np.isnan(w).any():
+        k = _column(df, "kernel_size")
+        rank = np.where(df["block"].astype(str).str.endswith("2d"), 2, 1)
+        w = np.where(np.isnan(w), k**rank, w)
+    return w
+
+
+def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
+    """Expected output SMP per unit of each row's block: new and carried parts.
+
+    Parameters
+    ----------
+    samples : pandas.DataFrame
+        Rows of a :func:`smpstats.simulate` table (any stages, any blocks);
+        needs :data:`REQUIRED_COLUMNS` and the block-parameter columns of its
+        blocks (``negative_slope``, ``alpha``, ``window``/``kernel_size``,
+        ``fan_in``, ``sigma_w``, ``beta``, ``approximate``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Same index; columns ``family``, ``theory_new`` (new kinks),
+        ``theory_carried`` (inherited kinks) and ``theory`` (their sum), SMP
+        per unit over the path (input units x time units^-1).
+    """
+    if not isinstance(samples, pd.DataFrame):
+        raise InputError(f"samples must be a pandas DataFrame from smpstats.simulate; got {type(samples).__name__}.")
+    missing = [c for c in REQUIRED_COLUMNS if c not in samples.columns]
+    if missing:
+        raise InputError(
+            f"samples lack the column(s) {', '.join(missing)}; pass a table from smpstats.simulate "
+            f"(needs {', '.join(REQUIRED_COLUMNS)} and the block parameters)."
+        )
+    n = len(samples)
+    blocks = samples["block"].astype(str).to_numpy()
+    families = np.array([block_family(b) for b in blocks], dtype=object)
+    mu = _column(samples, "mu_in")
+    # The pooled std (over units and t) is the right sigma for a layer whose units' means differ:
+    # averaging phi(m/s)/s over m ~ N(mu, tau^2) gives phi(mu/S)/S with S^2 = s^2 + tau^2.
+    sigma = _column(samples, "sigma_pool_in") if "sigma_pool_in" in samples.columns else _column(samples, "sigma_in")
+    sigma_dot, length = _column(samples, "sigma_dot_in"), _column(samples, "path_length")
+    smp_in = _column(samples, "smp_in")
+    bad = ~np.isfinite(np.c_[mu, sigma, sigma_dot, length, smp_in]).all(axis=1)
+    if bad.any():
+        raise InputError(
+            f"{int(bad.sum())} row(s) have missing or non-finite input statistics (first: row "
+            f"{samples.index[np.argmax(bad)]!r}); every row needs finite mu_in, sigma_in, sigma_dot_in, smp_in, "
+            "path_length."
+        )
+    new = np.zeros(n)
+    carried = np.full(n, math.nan)
+    # Constant inputs (sigma 0) have no crossings: use a tiny sigma so the formulas stay finite.
+    sig = np.maximum(sigma, 1e-12 * np.maximum(1.0, np.abs(mu)))
+    sdot = np.maximum(sigma_dot, 0.0)
+
+    def rows(*names: str) -> np.ndarray:
+        return np.isin(blocks, names)
+
+    def split(fn, m: np.ndarray, *extra) -> None:
+        """new = fn(smp_in=0); carried = fn(smp_in) - new."""
+        if not m.any():
+            return
+        args = [a[m] for a in extra]
+        n0 = np.asarray(fn(*args, mu[m], sig[m], sdot[m], length[m], 0.0), dtype=float)
+        n1 = np.asarray(fn(*args, mu[m], sig[m], sdot[m], length[m], smp_in[m]), dtype=float)
+        new[m], carried[m] = n0, np.maximum(n1 - n0, 0.0)
+
+    split(lambda *a: theory.relu_expected_smp(*a), rows("relu"))
+    slope = np.where(blocks == "prelu", _column(samples, "alpha", 0.25), _column(samples, "negative_slope", 0.01))
+    split(lambda s, *a: theory._leaky_relu_expected_smp(*a, s), rows("leaky_relu", "prelu"), slope)
+    k = _window(samples)
+    split(lambda kk, *a: theory.maxpool_expected_smp(kk.astype(int), *a), rows("maxpool1d", "maxpool2d"), k)
+
+    m = rows("linear", "conv1d", "conv2d")
+    if m.any():
+        fan_in, sigma_w = _column(samples, "fan_in"), _column(samples, "sigma_w")
+        carried[m] = sigma_w[m] * np.sqrt(2.0 * fan_in[m] / math.pi) * smp_in[m]
+    m = rows("avgpool1d", "avgpool2d", "flatten")
+    carried[m] = smp_in[m]
+    m = rows("batchnorm")
+    carried[m] = _BATCHNORM_GAIN * smp_in[m]
+    betas = _column(samples, "beta", 1.0)
+    approx = samples["approximate"].astype(str).to_numpy() if "approximate" in samples.columns else np.full(n, "none")
+    for act in ("gelu", "silu", "softplus", "tanh"):
+        for beta in np.unique(np.nan_to_num(betas[rows(act)], nan=1.0)):
+            for tanh_form in (False, True):
+                m = rows(act) & (np.nan_to_num(betas, nan=1.0) == beta) & ((approx == "tanh") == tanh_form)
+                if m.any():
+                    name = "gelu_tanh" if (act == "gelu" and tanh_form) else act
+                    carried[m] = np.asarray(theory.smooth_activation_expected_smp(
+                        name, mu[m], sig[m], smp_in[m], beta=float(beta)), dtype=float)
+    if np.isnan(carried).any():
+        raise InputError(f"theory_terms: missing block parameters for rows of {sorted(set(blocks[np.isnan(carried)]))}.")
+    return pd.DataFrame({"family": families, "theory_new": new, "theory_carried": carried,
+                         "theory": new + carried}, index=samples.index)
+

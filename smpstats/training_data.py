@@ -1,0 +1,162 @@
+"""Training and held-out SMP samples of block families, over several block configurations.
+
+:func:`block_samples` runs :func:`smpstats.simulate` for each configuration of
+the requested block families and keeps the rows of the block of interest (the
+last stage; a configuration may put a block in front, e.g. a conv before a max
+pool, so that the pooling windows see correlated neighbours as in real
+networks). The ``"train"`` and ``"holdout"`` splits use different
+configurations (kernel sizes, slopes, widths, input shapes, contexts) and
+different seeds, so that held-out checks test generalisation to unseen
+configurations, as a user predicting a new architecture needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ._validation import check_int
+from .errors import InputError
+from .inputs import InputFamily, KinkedInputs, SmoothInputs
+
+__all__ = ["BlockConfig", "CONFIGS", "block_samples", "BLOCK_FAMILIES"]
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """One configuration: a spec whose last block is the block of interest, an input shape and family."""
+
+    spec: str
+    input_shape: tuple[int, ...]
+    path: str  # "smooth" or "kinked"
+
+    def family(self) -> InputFamily:
+        # Kinks large and sparse enough to stay above the grid's detection limit after a block.
+        return SmoothInputs() if self.path == "smooth" else KinkedInputs(kink_rate=(0.5, 10.0), jump_ratio=(0.3, 2.0))
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec} [{self.path}, input {self.input_shape}]"
+
+
+_C = BlockConfig
+_CONV3 = "conv1d(out_channels=8, kernel_size=3)"
+_CONV5 = "conv1d(out_channels=8, kernel_size=5)"
+
+#: Configurations per family and split.
+CONFIGS: dict[str, dict[str, tuple[BlockConfig, ...]]] = {
+    "relu": {
+        "train": (_C("relu", (8, 64), "smooth"), _C("relu", (8, 64), "kinked"), _C(f"{_CONV3} | relu", (8, 64), "smooth")),
+        "holdout": (_C("relu", (16, 32), "smooth"), _C("relu", (4, 64), "kinked"), _C(f"{_CONV5} | relu", (8, 64), "smooth")),
+    },
+    "leaky_relu": {
+        "train": (_C("leaky_relu(negative_slope=0.01)", (8, 64), "smooth"), _C("leaky_relu(negative_slope=0.1)", (8, 64), "kinked"),
+                  _C("leaky_relu(negative_slope=0.3)", (8, 64), "smooth"), _C("prelu(alpha=0.25)", (8, 64), "kinked")),
+        "holdout": (_C("leaky_relu(negative_slope=0.05)", (8, 64), "kinked"), _C("leaky_relu(negative_slope=0.2)", (8, 64), "smooth"),
+                    _C("prelu(alpha=0.15)", (8, 64), "smooth")),
+    },
+    "maxpool": {
+        "train": (_C("maxpool1d(kernel_size=2)", (8, 64), "smooth"), _C("maxpool1d(kernel_size=3)", (8, 64), "kinked"),
+                  _C("maxpool2d(kernel_size=2)", (3, 16, 16), "smooth"), _C(f"{_CONV3} | maxpool1d(kernel_size=2)", (8, 64), "smooth")),
+        "holdout": (_C("maxpool1d(kernel_size=4)", (8, 64), "smooth"), _C("maxpool2d(kernel_size=2)", (3, 16, 16), "kinked"),
+                    _C(f"{_CONV5} | maxpool1d(kernel_size=3)", (8, 64), "smooth")),
+    },
+    "affine": {
+        "train": (_C(_CONV3, (4, 64), "kinked"), _C("linear(out_features=16)", (16,), "kinked"),
+                  _C(f"relu | {_CONV3}", (4, 64), "smooth")),
+        "holdout": (_C("conv1d(out_channels=16, kernel_size=5)", (2, 64), "kinked"), _C("linear(out_features=32)", (24,), "kinked"),
+                    _C("relu | conv2d(out_channels=4, kernel_size=3)", (2, 16, 16), "smooth")),
+    },
+    "avgpool": {
+        "train": (_C("avgpool1d(kernel_size=2)", (8, 64), "kinked"), _C("avgpool1d(kernel_size=3)", (8, 64), "kinked"),
+                  _C("relu | avgpool1d(kernel_size=2)", (8, 64), "smooth")),
+        "holdout": (_C("avgpool1d(kernel_size=4)", (8, 64), "kinked"), _C("avgpool2d(kernel_size=2)", (3, 16, 16), "kinked"),
+                    _C("relu | avgpool1d(kernel_size=3)", (8, 64), "smooth")),
+    },
+    "batchnorm": {
+        "train": (_C("batchnorm", (8, 64), "kinked"), _C("relu | batchnorm", (8, 64), "smooth")),
+        "holdout": (_C("batchnorm", (16, 32), "kinked"), _C("relu | batchnorm", (4, 64), "smooth")),
+    },
+    "smooth": {
+        "train": (_C("gelu", (8, 64), "kinked"), _C("tanh", (8, 64), "kinked"), _C("relu | silu", (8, 64), "smooth")),
+        "holdout": (_C("softplus", (8, 64), "kinked"), _C("silu", (8, 64), "kinked"), _C("relu | gelu", (8, 64), "smooth")),
+    },
+}
+
+#: Families with configurations, in a stable order.
+BLOCK_FAMILIES = tuple(CONFIGS)
+_SPLITS = ("train", "holdout")
+
+
+def _families(families: Any) -> tuple[str, ...]:
+    if families is None:
+        return BLOCK_FAMILIES
+    if isinstance(families, str):
+        families = (families,)
+    out = tuple(families)
+    unknown = [f for f in out if f not in CONFIGS]
+    if unknown or not out:
+        raise InputError(f"Unknown block families {unknown or out!r}; choose from {', '.join(BLOCK_FAMILIES)}.")
+    return out
+
+
+def block_samples(
+    families: str | Iterable[str] | None = None,
+    split: str = "train",
+    n_trials: int = 200,
+    seed: int = 0,
+    *,
+    n_points: int = 512,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Simulated SMP samples of block families over their configurations.
+
+    Parameters
+    ----------
+    families : str or iterable of str, optional
+        Families from :data:`BLOCK_FAMILIES` (default all).
+    split : {"train", "holdout"}, default="train"
+        Which configurations (see :data:`CONFIGS`); the two splits share none
+        and use different seeds.
+    n_trials : int >= 1, default=200
+        Trials per configuration.
+    seed : int >= 0, default=0
+        Root seed; each (split, family, configuration) gets its own stream.
+    n_points : int, default=512
+        Grid points per path.
+    progress : bool, default=False
+        Show a progress bar over configurations.
+
+    Returns
+    -------
+    pandas.DataFrame
+        simulate's columns for the block of interest, plus ``source`` (the
+        configuration label), ``prev_block_spec`` and ``split``.
+    """
+    from tqdm.auto import tqdm
+
+    from .simulation import simulate
+
+    fams = _families(families)
+    if split not in _SPLITS:
+        raise InputError(f"split must be 'train' or 'holdout'; got {split!r}.")
+    n_trials = check_int(n_trials, "n_trials", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    jobs = [(f, i, c) for f in fams for i, c in enumerate(CONFIGS[f][split])]
+    tables = []
+    for fam, i, cfg in tqdm(jobs, desc=f"block samples ({split})", disable=not progress):
+        fam_code = BLOCK_FAMILIES.index(fam)
+        config_seed = int(np.random.SeedSequence([seed, _SPLITS.index(split), fam_code, i]).generate_state(1)[0])
+        df = simulate(cfg.spec, n_trials=n_trials, seed=config_seed, input_shape=cfg.input_shape,
+                      path=cfg.family(), n_points=n_points)
+        last = df["stage"] == df["n_stages"]
+        prev = df.set_index(["trial", "stage"])["block_spec"]
+        df = df[last].copy()
+        df["prev_block_spec"] = [prev.get((t, s - 1), "") if s > 1 else "" for t, s in zip(df["trial"], df["stage"])]
+        df["source"] = cfg.label
+        df["split"] = split
+        tables.append(df)
+    return pd.concat(tables, ignore_index=True)

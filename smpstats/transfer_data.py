@@ -1,0 +1,104 @@
+"""Design data for transfer models: theory terms, block configuration and covariates per row.
+
+:func:`design_frame` turns rows of a :func:`smpstats.simulate` table into the
+columns that every transfer model reads:
+
+* ``family`` and ``config``: the block family (:data:`~smpstats.theory_terms.FAMILIES`)
+  and the block configuration, ``block_spec`` with the previous block as
+  context (``"conv1d(...) -> maxpool1d(kernel_size=2)"`` when the block
+  follows a conv), the unit of partial pooling;
+* ``theory_new``, ``theory_carried``, ``theory``: the analytic expected SMP
+  per unit (:func:`~smpstats.theory_terms.theory_terms`);
+* ``share_new``: ``theory_new / theory``;
+* ``log_rel``: ``log(theory / (sigma_dot_in T))``, the expected SMP relative
+  to the input's slope scale (small relative kinks fall below the grid's
+  detection limit);
+* ``log_res``: ``log(sigma_in / (sigma_dot_in dt))``, grid points per input
+  length scale (resolution);
+* ``chained``: 1 when the block follows another block in the same trial
+  (its input then comes from a block, with correlated neighbours), else 0;
+* ``y``: the observed ``smp_out`` when present.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .theory_terms import theory_terms
+
+__all__ = ["design_frame", "COVARIATES"]
+
+#: Continuous covariates (besides the theory terms) used by the statistical tiers.
+COVARIATES = ("share_new", "log_rel", "log_res", "chained")
+
+#: Relative floor that keeps logs finite for (near-)constant inputs.
+_TINY = 1e-300
+
+
+def _previous_specs(samples: pd.DataFrame) -> pd.Series:
+    """block_spec of the previous stage of the same trial ("" for stage 1).
+
+    Uses the ``prev_block_spec`` column when present (tables that keep only
+    some stages, as :func:`smpstats.block_samples` makes),
+    else looks the previous stage up by ``(source, trial, stage - 1)``.
+    """
+    if "prev_block_spec" in samples.columns:
+        return samples["prev_block_spec"].fillna("").astype(str)
+    if not {"trial", "stage", "block_spec"} <= set(samples.columns):
+        return pd.Series("", index=samples.index)
+    keys = (["source"] if "source" in samples.columns else []) + ["trial", "stage"]
+    lookup = samples.set_index(keys)["block_spec"].astype(str)
+    lookup = lookup[~lookup.index.duplicated()]
+    prev_index = pd.MultiIndex.from_frame(samples[keys].assign(stage=samples["stage"] - 1))
+    prev = lookup.reindex(prev_index).fillna("").to_numpy()
+    return pd.Series(prev, index=samples.index)
+
+
+def design_frame(samples: pd.DataFrame) -> pd.DataFrame:
+    """Design columns of the transfer models for each row of ``samples`` (see module doc).
+
+    Parameters
+    ----------
+    samples : pandas.DataFrame
+        Rows of :func:`smpstats.simulate` tables (one block per row; several
+        tables can be concatenated, with a ``source`` column telling them
+        apart when their trial numbers overlap).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Same index; ``family``, ``config``, the theory terms, covariates and
+        ``y`` (NaN where ``smp_out`` is absent).
+    """
+    terms = theory_terms(samples)
+    if "block_spec" in samples.columns:
+        spec = samples["block_spec"].astype(str)
+    else:
+        spec = samples["block"].astype(str)
+    prev = _previous_specs(samples)
+    config = np.where(prev == "", spec, prev + " -> " + spec)
+    sd_in = samples["sigma_dot_in"].to_numpy(float)
+    length = samples["path_length"].to_numpy(float)
+    theory = terms["theory"].to_numpy()
+    scale = np.maximum(sd_in * length, _TINY)
+    out = pd.DataFrame(index=samples.index)
+    out["family"] = terms["family"]
+    out["config"] = config
+    out["theory_new"] = terms["theory_new"]
+    out["theory_carried"] = terms["theory_carried"]
+    out["theory"] = theory
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["share_new"] = np.where(theory > 0, terms["theory_new"].to_numpy() / np.where(theory > 0, theory, 1.0), 0.0)
+        out["log_rel"] = np.log(np.maximum(theory, _TINY) / scale)
+        if "dt" in samples.columns:
+            dt = samples["dt"].to_numpy(float)
+        elif "n_points" in samples.columns:
+            dt = length / (samples["n_points"].to_numpy(float) - 1)
+        else:
+            raise InputError("samples need a dt or n_points column (grid step) for the resolution covariate.")
+        out["log_res"] = np.log(np.maximum(samples["sigma_in"].to_numpy(float), _TINY) / np.maximum(sd_in * dt, _TINY))
+    out["chained"] = (prev != "").to_numpy(float)
+    out["y"] = samples["smp_out"].to_numpy(float) if "smp_out" in samples.columns else np.nan
+    return out

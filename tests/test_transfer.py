@@ -1,0 +1,319 @@
+"""Transfer models: theory terms, predictive objects, regression tier, interface, persistence, checks."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import smpstats
+from smpstats import theory
+from smpstats.checks import check
+from smpstats.errors import DataFileError, InputError
+from smpstats.predictive import Predictive, crps_from_draws
+from smpstats.regression import RegressionTransfer
+from smpstats.theory_terms import theory_terms
+from smpstats.transfer import TheoryTransfer, fit, load_model
+from smpstats.transfer_data import design_frame
+
+
+def _rows(block, n, rng, **params):
+    """A simulate-like table of one block with random input statistics (no smp_out)."""
+    df = pd.DataFrame({
+        "block": block,
+        "block_spec": params.pop("spec", block),
+        "mu_in": rng.uniform(-1, 1, n),
+        "sigma_in": rng.uniform(0.5, 2, n),
+        "sigma_dot_in": rng.uniform(3, 30, n),
+        "smp_in": rng.uniform(0.0, 20.0, n),
+        "path_length": 1.0,
+        "dt": 1 / 511,
+    })
+    for k, v in params.items():
+        df[k] = v
+    return df
+
+
+def _synthetic(n=400, seed=0, factor=1.2, shape=25.0, p_zero=0.0):
+    """ReLU and max-pool rows whose smp_out is theory * factor * Gamma(shape)/shape, zeros with p_zero."""
+    rng = np.random.default_rng(seed)
+    df = pd.concat([_rows("relu", n, rng), _rows("maxpool1d", n, rng, spec="maxpool1d(kernel_size=2)", window=2)],
+                   ignore_index=True)
+    th = theory_terms(df)["theory"].to_numpy()
+    y = th * factor * rng.gamma(shape, 1 / shape, size=len(df))
+    y[rng.uniform(size=len(df)) < p_zero] = 0.0
+    df["smp_out"] = y
+    return df
+
+
+# ---------------------------------------------------------------- theory terms
+
+
+def test_theory_terms_match_the_closed_forms():
+    rng = np.random.default_rng(1)
+    df = pd.concat([
+        _rows("relu", 5, rng),
+        _rows("leaky_relu", 5, rng, negative_slope=0.2),
+        _rows("prelu", 5, rng, alpha=0.3),
+        _rows("maxpool2d", 5, rng, window=4),
+        _rows("conv1d", 5, rng, fan_in=24, sigma_w=math.sqrt(2)),
+        _rows("avgpool1d", 5, rng, window=3),
+        _rows("gelu", 5, rng),
+    ], ignore_index=True)
+    t = theory_terms(df)
+    a = [df[c].to_numpy() for c in ("mu_in", "sigma_in", "sigma_dot_in")]
+    s_in = df["smp_in"].to_numpy()
+    np.testing.assert_allclose(t["theory"][:5], theory.relu_expected_smp(*[x[:5] for x in a], 1.0, s_in[:5]), rtol=1e-12)
+    np.testing.assert_allclose(t["theory_new"][:5], theory.relu_expected_smp(*[x[:5] for x in a], 1.0, 0.0), rtol=1e-12)
+    np.testing.assert_allclose(t["theory"][5:10], theory.leaky_relu_expected_smp(
+        *[x[5:10] for x in a], 1.0, s_in[5:10], negative_slope=0.2), rtol=1e-12)
+    np.testing.assert_allclose(t["theory"][10:15], theory.prelu_expected_smp(
+        *[x[10:15] for x in a], 1.0, s_in[10:15], weight=0.3), rtol=1e-12)
+    np.testing.assert_allclose(t["theory"][15:20], theory.maxpool_expected_smp(
+        4, *[x[15:20] for x in a], 1.0, s_in[15:20]), rtol=1e-12)
+    # affine: E||w||_1 with w ~ N(0, 2 / fan_in) is sqrt(2) * sqrt(2 * 24 / pi)
+    np.testing.assert_allclose(t["theory_carried"][20:25], math.sqrt(2) * math.sqrt(48 / math.pi) * s_in[20:25])
+    assert (t["theory_new"][20:35] == 0).all()
+    np.testing.assert_allclose(t["theory"][25:30], s_in[25:30])
+    np.testing.assert_allclose(t["theory"][30:35], theory.smooth_activation_expected_smp(
+        "gelu", a[0][30:35], a[1][30:35], s_in[30:35]), rtol=1e-12)
+    assert set(t["family"]) == {"relu", "leaky_relu", "maxpool", "affine", "avgpool", "smooth"}
+
+
+def test_theory_terms_use_the_pooled_sigma_when_present():
+    rng = np.random.default_rng(2)
+    df = _rows("relu", 4, rng)
+    df["sigma_pool_in"] = df["sigma_in"] * 1.3
+    t = theory_terms(df)["theory_new"]
+    expected = theory.relu_expected_smp(df["mu_in"], df["sigma_pool_in"], df["sigma_dot_in"], 1.0, 0.0)
+    np.testing.assert_allclose(t, expected, rtol=1e-12)
+
+
+def test_a_weight_average_of_the_affine_formula_is_right():
+    """The E||w||_1 factor against Monte Carlo weights of the kaiming family."""
+    rng = np.random.default_rng(3)
+    fan_in = 40
+    w = rng.normal(0, math.sqrt(2 / fan_in), size=(20000, fan_in))
+    df = _rows("linear", 1, rng, fan_in=fan_in, sigma_w=math.sqrt(2))
+    factor = theory_terms(df)["theory"].iloc[0] / df["smp_in"].iloc[0]
+    assert np.abs(w).sum(1).mean() == pytest.approx(factor, rel=0.01)
+
+
+@pytest.mark.parametrize("spec, shape, path, tol", [
+    ("relu", (4, 32), "smooth", 0.05),
+    ("conv1d(out_channels=8, kernel_size=3) | relu", (4, 32), "smooth", 0.05),
+    ("leaky_relu(negative_slope=0.1)", (4, 32), "kinked-default", 0.05),
+    ("avgpool1d(kernel_size=2)", (4, 32), "kinked", 0.03),
+    ("batchnorm", (4, 32), "kinked", 0.06),
+    ("maxpool1d(kernel_size=2)", (8, 32), "smooth", 0.05),
+])
+def test_theory_terms_against_simulation(spec, shape, path, tol):
+    from smpstats.inputs import KinkedInputs
+
+    # kinks large and sparse enough for the grid to resolve them after an affine block
+    family = KinkedInputs(kink_rate=(1, 3), jump_ratio=(2, 4), length_scale=(0.15, 0.25)) if path == "kinked" else path
+    family = "kinked" if path == "kinked-default" else family
+    df = smpstats.simulate(spec, n_trials=30, seed=5, input_shape=shape, path=family)
+    df = df[df["stage"] == df["n_stages"]]
+    t = theory_terms(df)
+    assert df["smp_out"].mean() / t["theory"].mean() - 1 == pytest.approx(0.0, abs=tol)
+
+
+def test_theory_terms_errors():
+    with pytest.raises(InputError, match="DataFrame"):
+        theory_terms({"block": ["relu"]})
+    with pytest.raises(InputError, match="lack the column"):
+        theory_terms(pd.DataFrame({"block": ["relu"]}))
+    rng = np.random.default_rng(0)
+    df = _rows("relu", 2, rng)
+    df.loc[1, "sigma_in"] = np.nan
+    with pytest.raises(InputError, match="non-finite input statistics"):
+        theory_terms(df)
+    with pytest.raises(InputError, match="No transfer theory for block 'dropout'"):
+        theory_terms(_rows("dropout", 1, rng))
+
+
+def test_design_frame_configs_follow_the_previous_stage():
+    df = smpstats.simulate("conv1d(out_channels=4, kernel_size=3) | relu", n_trials=2, seed=0, input_shape=(2, 16))
+    d = design_frame(df)
+    assert list(d["config"]) == ["conv1d(out_channels=4, kernel_size=3)",
+                                 "conv1d(out_channels=4, kernel_size=3) -> relu"] * 2
+    assert list(d["chained"]) == [0.0, 1.0, 0.0, 1.0]
+
+
+# ---------------------------------------------------------------- predictive
+
+
+def test_crps_of_draws_matches_the_normal_closed_form():
+    rng = np.random.default_rng(0)
+    draws = rng.standard_normal((1, 200000))
+    for y in (-1.0, 0.0, 2.5):
+        exact = y * (2 * stats.norm.cdf(y) - 1) + 2 * stats.norm.pdf(y) - 1 / math.sqrt(math.pi)
+        assert crps_from_draws(draws, np.array([y]))[0] == pytest.approx(exact, abs=3e-3)
+
+
+def test_predictive_intervals_coverage_and_pit():
+    rng = np.random.default_rng(1)
+    mu = rng.uniform(1, 10, 2000)
+    p = Predictive(mu[:, None] + rng.standard_normal((2000, 4000)))
+    y = mu + rng.standard_normal(2000)
+    lo, hi = p.interval(0.9)
+    assert np.mean(hi - lo) == pytest.approx(2 * 1.6449, rel=0.01)
+    assert p.coverage(y, 0.9) == pytest.approx(0.9, abs=0.02)
+    assert stats.kstest(p.pit(y), "uniform").pvalue > 0.01
+    # a forecast that is too narrow is caught
+    narrow = Predictive(mu[:, None] + 0.3 * rng.standard_normal((2000, 500)))
+    assert narrow.coverage(y, 0.9) < 0.5
+    frame = p.to_frame()
+    assert list(frame.columns) == ["mean", "std", "median", "lower_50", "upper_50", "lower_90", "upper_90"]
+    with pytest.raises(InputError, match="strictly between 0 and 1"):
+        p.interval(1.0)
+    with pytest.raises(InputError, match="one entry per row"):
+        p.coverage(y[:5])
+
+
+def test_randomised_pit_is_uniform_with_point_masses():
+    rng = np.random.default_rng(2)
+    n = 3000
+    zero = rng.uniform(size=(n, 1000)) < 0.3
+    draws = np.where(zero, 0.0, rng.exponential(size=(n, 1000)))
+    y = np.where(rng.uniform(size=n) < 0.3, 0.0, rng.exponential(size=n))
+    assert stats.kstest(Predictive(draws).pit(y), "uniform").pvalue > 0.01
+
+
+# ---------------------------------------------------------------- regression tier
+
+
+def test_regression_recovers_a_known_correction_and_dispersion():
+    train = _synthetic(n=600, seed=0, factor=1.2, shape=25.0)
+    model = fit(train, kind="regression")
+    assert set(model.to_frame()["family"]) == {"relu", "maxpool"}
+    holdout = _synthetic(n=600, seed=1, factor=1.2, shape=25.0)
+    pred = model.predict(holdout, n_draws=2000, seed=0)
+    ratio = pred.mean() / (theory_terms(holdout)["theory"] * 1.2)
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.03)
+    assert pred.coverage(holdout["smp_out"], 0.9) == pytest.approx(0.9, abs=0.03)
+    # predictive CV matches the Gamma shape 25 (CV 0.2)
+    assert np.median(pred.std() / pred.mean()) == pytest.approx(0.2, rel=0.15)
+
+
+def test_regression_hurdle_predicts_the_zero_fraction():
+    train = _synthetic(n=800, seed=2, p_zero=0.2)
+    model = fit(train, kind="regression")
+    assert model.fits["relu"].hurdle_kind == "logit"
+    pred = model.predict(_synthetic(n=300, seed=3, p_zero=0.2), n_draws=1000)
+    assert (pred.draws == 0).mean() == pytest.approx(0.2, abs=0.03)
+
+
+def test_regression_quantiles_bracket_the_data():
+    train = _synthetic(n=600, seed=4)
+    model = fit(train, kind="regression")
+    hold = _synthetic(n=600, seed=5)
+    q = model.predict_quantiles(hold)
+    inside = ((hold["smp_out"] >= q["q05"]) & (hold["smp_out"] <= q["q95"])).mean()
+    assert inside == pytest.approx(0.9, abs=0.04)
+
+
+def test_regression_rejects_rows_without_theory_and_too_few_rows():
+    rng = np.random.default_rng(0)
+    df = _rows("gelu", 20, rng)
+    df["smp_in"] = 0.0
+    df["smp_out"] = 0.0
+    with pytest.raises(InputError, match="theory SMP is 0"):
+        fit(df, kind="regression")
+    with pytest.raises(InputError, match="at least 8"):
+        fit(_synthetic(n=3), kind="regression")
+
+
+# ---------------------------------------------------------------- interface and persistence
+
+
+def test_theory_tier_predicts_the_theory_without_spread():
+    df = _synthetic(n=10)
+    pred = fit(df, kind="theory").predict(df, n_draws=3)
+    np.testing.assert_allclose(pred.draws, np.repeat(theory_terms(df)["theory"].to_numpy()[:, None], 3, axis=1))
+
+
+def test_fit_and_predict_errors():
+    df = _synthetic(n=20)
+    with pytest.raises(InputError, match="kind must be one of"):
+        fit(df, kind="gp")
+    with pytest.raises(InputError, match="DataFrame"):
+        fit(df.to_numpy())
+    bad = df.copy()
+    bad.loc[0, "smp_out"] = -1.0
+    with pytest.raises(InputError, match="smp_out must be finite and >= 0"):
+        fit(bad)
+    model = fit(df, kind="regression")
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError, match="fitted on the block families maxpool, relu; the inputs contain affine"):
+        model.predict(_rows("linear", 2, rng, fan_in=4, sigma_w=1.0))
+    with pytest.raises(InputError, match="n_draws must be an int >= 1"):
+        model.predict(df, n_draws=0)
+    with pytest.raises(InputError, match="takes no options"):
+        fit(df, kind="regression", draws=10)
+
+
+def test_save_load_round_trip_and_bad_files(tmp_path):
+    df = _synthetic(n=50)
+    for kind in ("theory", "regression"):
+        model = fit(df, kind=kind)
+        path = model.save(tmp_path / f"{kind}.json")
+        again = load_model(path)
+        assert type(again) is type(model)
+        np.testing.assert_array_equal(again.predict(df, n_draws=50, seed=3).draws, model.predict(df, n_draws=50, seed=3).draws)
+    with pytest.raises(DataFileError, match="No model file"):
+        load_model(tmp_path / "missing.json")
+    (tmp_path / "foreign.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(DataFileError, match="not a smpstats model file"):
+        load_model(tmp_path / "foreign.json")
+    text = (tmp_path / "regression.json").read_text()
+    (tmp_path / "truncated.json").write_text(text[: len(text) // 2])
+    with pytest.raises(DataFileError, match="not valid JSON"):
+        load_model(tmp_path / "truncated.json")
+    doc = json.loads(text)
+    doc["model"]["families"]["relu"]["beta"] = [1.0]
+    (tmp_path / "damaged.json").write_text(json.dumps(doc))
+    with pytest.raises(DataFileError, match="damaged regression model"):
+        load_model(tmp_path / "damaged.json")
+    (tmp_path / "fake.nc").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(DataFileError, match="not a readable smpstats Bayesian model"):
+        load_model(tmp_path / "fake.nc")
+
+
+def test_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+    df = _synthetic(n=50)
+    model = fit(df, kind="regression")
+    path = model.save(tmp_path / "m.json")
+    before = path.read_bytes()
+
+    def boom(self):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(RegressionTransfer, "to_dict", boom)
+    with pytest.raises(RuntimeError):
+        model.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+# ---------------------------------------------------------------- checks
+
+
+def test_check_reports_calibrated_and_miscalibrated_models():
+    train = _synthetic(n=500, seed=6)
+    hold = _synthetic(n=500, seed=7)
+    report = check(fit(train, kind="regression"), hold, n_draws=800)
+    row = report.table.set_index("family").loc["all"]
+    assert 0.86 <= row["coverage_90"] <= 0.94
+    assert abs(row["mean_rel_error"]) < 0.03
+    assert report.passed
+    json.dumps(report.to_dict())
+    # the theory tier has no spread: its intervals cover (almost) nothing, and the report says so
+    theory_report = check(TheoryTransfer(("maxpool", "relu")), hold)
+    assert theory_report.table["coverage_90"].max() < 0.1
+    assert not theory_report.passed
+    assert any("90 % intervals cover" in w for w in theory_report.warnings)
+    assert "NOT met" in theory_report.summary()
