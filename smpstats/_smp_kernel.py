@@ -9,8 +9,9 @@ floating-point operations and of summation), so both give the same numbers
 (``tests/test_grid.py`` checks this). The series stays in cache between the
 two steps, so each sample is read from memory once.
 
-Series are processed one after another, without threads: results cannot
-depend on a thread count.
+Every series is computed on its own (the kernel releases the GIL, so
+:mod:`smpstats.grid` may run blocks of rows on several threads): results do
+not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -133,15 +134,6 @@ def _scales(x, n, d, work, c_mad, c_noise_e, c_noise_d, n_windows):
             values[w] = abs(e)
             n_kept += 1
     scale_e = c_mad * _select(work, count, count // 2) if n_kept > 0 else 0.0
-    # low quantile of |d| over every step-th window, non-flat ones
-    step = -(-count // 256)
-    n_valid = 0
-    for w in range(0, count, step):
-        c = w * spacing
-        if not (d[c] == 0 and x[c] == x[c + 1]):
-            values[n_valid] = abs(d[c])
-            n_valid += 1
-    low_d = _quantile(work, n_valid, 0.1)
     if n_kept < 0.25 * count and spacing > 1:  # few non-flat windows: use every sample
         n_valid = 0
         for c in range(m - 1):
@@ -150,17 +142,30 @@ def _scales(x, n, d, work, c_mad, c_noise_e, c_noise_d, n_windows):
                 values[n_valid] = abs(e)
                 n_valid += 1
         scale_e = c_mad * _quantile(work, n_valid, 0.5)
-        n_valid = 0
-        for c in range(m):
-            if not (d[c] == 0 and x[c] == x[c + 1]):
-                values[n_valid] = abs(d[c])
-                n_valid += 1
-        low_d = _quantile(work, n_valid, 0.1)
+        step, spacing, count = 1, 1, m
+    else:
+        step = -(-count // 256)
+    # low quantile of |d| over every step-th window (non-flat ones)
+    n_valid = 0
+    for w in range(0, count, step):
+        c = w * spacing
+        if not (d[c] == 0 and x[c] == x[c + 1]):
+            values[n_valid] = abs(d[c])
+            n_valid += 1
     noise = scale_e / c_noise_e
-    noise_d = low_d / (0.12566 * c_noise_d)
-    if noise_d < 0.25 * noise:
-        noise = noise_d
-        scale_e = c_noise_e * noise_d
+    # The low quantile matters only where it is small enough to show a noise-free signal; as
+    # low_d -> low_d / divisor is monotone, counting the values that pass the test tells whether
+    # the quantile does, and it is selected only then.
+    divisor = 0.12566 * c_noise_d
+    bound = 0.25 * noise
+    n_pass = 0
+    for i in range(n_valid):
+        n_pass += values[i] / divisor < bound
+    if n_pass > max(int(math.floor(0.1 * (n_valid - 1))), 0) or (n_valid == 0 and 0.0 < bound):
+        noise_d = _quantile(work, n_valid, 0.1) / divisor
+        if noise_d < bound:
+            noise = noise_d
+            scale_e = c_noise_e * noise_d
     return scale_e, noise
 
 
@@ -332,17 +337,17 @@ def _series(x, n, dt, noise_given, noise_in, floor, threshold, background_factor
 
 
 @njit(**_JIT)
-def smp_rows(flat, dt, noise, noise_given, threshold, background_factor, with_coarse, consts, roundoff, start,
+def smp_rows(flat, dt, noise, noise_given, threshold, background_factor, with_coarse, consts, roundoff, start, stop,
              out_float, out_int, peak_series, peak_time, peak_jump, peak_snr, n_out):
-    """Estimate rows ``start:`` of ``flat`` (n_series, n_times), C-contiguous, at ``dt`` and ``2 dt``.
+    """Estimate rows ``start:stop`` of ``flat`` (n_series, n_times), C-contiguous, at ``dt`` and ``2 dt``.
 
     Writes per row ``out_float[i] = (value, roughness, noise used, t_sig,
     value at 2 dt, roughness at 2 dt, max |y|)`` and ``out_int[i] = (n_peaks,
     n_below, n_sig, n_wide)``, and appends its peaks to ``peak_*[n_out:]``.
-    Returns (next row, peaks written): the next row is ``n_series`` when done,
+    Returns (next row, peaks written): the next row is ``stop`` when done,
     earlier when the peak buffers are full (call again with larger ones).
     """
-    n_series, n_times = flat.shape
+    n_times = flat.shape[1]
     size = max(n_times, 4)
     n_coarse = (n_times + 1) // 2
     x2 = np.empty(n_coarse)
@@ -356,7 +361,7 @@ def smp_rows(flat, dt, noise, noise_given, threshold, background_factor, with_co
     g_spread = np.empty(size)
     g_nsig = np.empty(size, dtype=np.int64)
     g_moment = np.empty(size)
-    for i in range(start, n_series):
+    for i in range(start, stop):
         y = flat[i]
         scale_y = _max_abs(y)
         floor = roundoff * scale_y
@@ -386,4 +391,4 @@ def smp_rows(flat, dt, noise, noise_given, threshold, background_factor, with_co
                 peak_time, peak_jump, peak_snr, n_out)
             out_float[i, 4] = value2
             out_float[i, 5] = rough2
-    return n_series, n_out
+    return stop, n_out

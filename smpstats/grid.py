@@ -339,8 +339,20 @@ def _measure_numpy(flat, dt, noise, threshold, background_factor):
     return np.concatenate([p[1] for p in parts]), fine, coarse_value, np.concatenate([p[4] for p in parts])
 
 
+def _thread_count() -> int:
+    """Threads for the compiled kernel: numba's setting (``numba.set_num_threads``, ``NUMBA_NUM_THREADS``)."""
+    import numba
+
+    return numba.get_num_threads()
+
+
 def _measure_compiled(flat, dt, noise, threshold, background_factor):
-    """As :func:`_measure_numpy`, one series at a time in the compiled kernel (same numbers)."""
+    """As :func:`_measure_numpy`, one series at a time in the compiled kernel (same numbers).
+
+    Large batches are split into consecutive blocks of rows run on several
+    threads; every series is computed alone and the peaks are joined in
+    row order, so the results do not depend on the thread count.
+    """
     kernel = _kernel()
     n_series, n_times = flat.shape
     flat = np.ascontiguousarray(flat)
@@ -350,16 +362,29 @@ def _measure_compiled(flat, dt, noise, threshold, background_factor):
     out_float = np.zeros((n_series, 7))
     out_int = np.zeros((n_series, 4), dtype=np.int64)
     noise_in = np.zeros(n_series) if noise is None else np.ascontiguousarray(noise)
-    capacity = max(1024, 4 * n_series)
-    peaks = [np.empty(capacity, dtype=np.int64), np.empty(capacity), np.empty(capacity), np.empty(capacity)]
-    row, n_out = 0, 0
-    while True:
-        row, n_out = kernel.smp_rows(flat, dt, noise_in, noise is not None, threshold, background_factor,
-                                     with_coarse, consts, _ROUNDOFF, row, out_float, out_int, *peaks, n_out)
-        if row == n_series:
-            break
-        capacity = 2 * capacity + n_times  # the buffers filled up: grow and go on from that row
-        peaks = [np.concatenate([p[:n_out], np.empty(capacity - n_out, dtype=p.dtype)]) for p in peaks]
+
+    def run(lo: int, hi: int) -> list[np.ndarray]:  # rows lo:hi; returns their peaks
+        capacity = max(1024, 4 * (hi - lo))
+        peaks = [np.empty(capacity, dtype=np.int64), np.empty(capacity), np.empty(capacity), np.empty(capacity)]
+        row, n_out = lo, 0
+        while True:
+            row, n_out = kernel.smp_rows(flat, dt, noise_in, noise is not None, threshold, background_factor,
+                                         with_coarse, consts, _ROUNDOFF, row, hi, out_float, out_int, *peaks, n_out)
+            if row == hi:
+                return [p[:n_out] for p in peaks]
+            capacity = 2 * capacity + n_times  # the buffers filled up: grow and go on from that row
+            peaks = [np.concatenate([p[:n_out], np.empty(capacity - n_out, dtype=p.dtype)]) for p in peaks]
+
+    n_threads = min(_thread_count(), n_series) if flat.size >= _BLOCK_ELEMENTS else 1
+    if n_threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        bounds = np.linspace(0, n_series, min(n_series, 4 * n_threads) + 1).astype(int)
+        with ThreadPoolExecutor(n_threads) as pool:
+            parts = list(pool.map(run, bounds[:-1], bounds[1:]))
+        peaks = [np.concatenate(column) for column in zip(*parts)]
+    else:
+        peaks = [p.copy() for p in run(0, n_series)]
     value, roughness, noise_used, t_sig, value_coarse, roughness_coarse, scale_y = np.ascontiguousarray(out_float.T)
     n_peaks, n_below, n_sig, n_wide = np.ascontiguousarray(out_int.T)
     fine = _Estimate(
@@ -370,7 +395,7 @@ def _measure_compiled(flat, dt, noise, threshold, background_factor):
         peak_fraction=n_sig / max(n_times - 2, 1),
         n_wide=n_wide,
         roughness=roughness,
-        peaks=_Peaks(*(p[:n_out].copy() for p in peaks)),
+        peaks=_Peaks(*peaks),
     )
     dense = np.zeros(n_series, dtype=bool)
     if with_coarse and noise is None:
@@ -761,7 +786,10 @@ def _judge(fine: _Estimate, coarse_value: np.ndarray, dense_roughness: np.ndarra
         (grows, "estimate grows by {pct:.0%} when the step is doubled: curvature or noise is being "
                 "counted as kinks"),
     ):
-        for i in np.flatnonzero(mask):
-            reason[i] = text.format(frac=fine.peak_fraction[i], wide=fine.n_wide[i],
-                                    pct=abs(change[i]) if np.isfinite(change[i]) else 1.0)
+        rows = np.flatnonzero(mask)
+        if rows.size == 0:
+            continue
+        for i, frac, wide, pct in zip(rows.tolist(), fine.peak_fraction[rows].tolist(), fine.n_wide[rows].tolist(),
+                                      np.where(np.isfinite(change[rows]), np.abs(change[rows]), 1.0).tolist()):
+            reason[i] = text.format(frac=frac, wide=wide, pct=pct)
     return resolved, reason

@@ -1067,6 +1067,7 @@ def _kernel_cases(rng):
         out += [
             (f"white n={n}", rng.standard_normal((6, n)), dt),
             (f"relu(GP) n={n}", np.maximum(sample_se_gp(n, dt, 0.05, size=(6,), rng=rng), 0.0), dt),
+            (f"mostly flat n={n}", np.maximum(sample_se_gp(n, dt, 0.05, size=(6,), rng=rng) - 1.5, 0.0), dt),
             (f"GP + kinks n={n}", sample_se_gp(n, dt, 0.1, size=(6,), rng=rng) + kinks, dt),
             (f"kinks + noise n={n}", kinks + 1e-4 * rng.standard_normal(kinks.shape), dt),
             (f"integers n={n}", rng.integers(0, 3, (6, n)).astype(np.float64), dt),
@@ -1174,3 +1175,26 @@ def test_kernel_selection_is_the_order_statistic(kind):
             work[0, :n] = a
             assert _select(work, n, k) == np.partition(a, k)[k], (kind, n, k)
             assert np.isnan(work[:, n:]).all()  # entries past n are never touched
+
+
+def test_compiled_kernel_results_do_not_depend_on_the_thread_count(monkeypatch):
+    from smpstats import grid
+
+    rng = np.random.default_rng(24)
+    n = 4096
+    y = np.concatenate([
+        sample_se_gp(n, 1.0 / n, 0.1, size=(40,), rng=rng)
+        + sample_random_kinks(n, 1.0 / n, rate=40, jump_scale=1.0, size=(40,), rng=rng).values,
+        np.maximum(sample_se_gp(n, 1.0 / n, 0.05, size=(40,), rng=rng), 0.0),
+    ])
+    assert y.size >= grid._BLOCK_ELEMENTS  # large enough to be split over threads
+    results = []
+    for threads in (1, 3):
+        monkeypatch.setattr(grid, "_thread_count", lambda: threads)
+        results.append(grid._measure_compiled(y, 1.0 / n, None, Z_DEFAULT, 2.0))
+    (noise_1, fine_1, coarse_1, dense_1), (noise_3, fine_3, coarse_3, dense_3) = results
+    assert fine_1.peaks.series.size > 1000
+    for a, b in [(noise_1, noise_3), (coarse_1, coarse_3), (dense_1, dense_3)] + [
+        (getattr(fine_1, f), getattr(fine_3, f)) for f in ("value", "n_peaks", "n_below_limit", "roughness")
+    ] + [(getattr(fine_1.peaks, f), getattr(fine_3.peaks, f)) for f in ("series", "time", "jump", "snr")]:
+        np.testing.assert_array_equal(a, b)
