@@ -8,7 +8,9 @@ process, rendered analytically, so the motion is smooth in image space) and
 the networks' outputs are recorded for 400 frames. Smooth ground truth (the
 true centre path) plus white noise gives the null trajectories, with noise
 matched to the ReLU networks' frame-to-frame roughness (same mean square of
-second differences) and at other levels.
+second differences) and at other levels, including noise as large as the
+networks' own error. A few trajectories with fast motion (coarse frames)
+show what happens when the frames no longer resolve the networks' features.
 
 Targets: ROC AUC >= 0.95 for ReLU networks against matched-noise tracks,
 p-values uniform under the null (KS p > 0.05, >= 200 null trajectories),
@@ -54,6 +56,9 @@ OUT = Path(__file__).resolve().parent / "results" / "forensic"
 N_FRAMES = 400
 #: Noise levels of the null tracks relative to the matched level (1 = same second-difference power).
 NOISE_FACTORS = (1.0, 0.3, 3.0)
+#: Length scale (frames) of the centre path: "slow" is the main condition (~0.04 px per frame);
+#: "fast" (~0.25 px per frame) shows what coarser frames do to both architectures.
+SPEEDS = {"slow": 60.0, "fast": 10.0}
 
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -72,6 +77,8 @@ def expected_calibration_error(prob: np.ndarray, label: np.ndarray, n_bins: int 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trajectories", type=int, default=60, help="trajectories per trained network")
+    parser.add_argument("--fast-trajectories", type=int, default=10,
+                        help="extra trajectories per network with fast motion (coarse frames)")
     parser.add_argument("--networks", type=int, default=2, help="trained networks per architecture")
     parser.add_argument("--seed", type=int, default=0, help="root seed")
     args = parser.parse_args()
@@ -84,12 +91,17 @@ def main() -> None:
             net, rmse = load_or_train(kind, net_seed, OUT / "_cache")
             print(f"{kind} network {net_seed}: test RMSE {rmse:.3f} px")
             rng = np.random.default_rng([args.seed, net_seed, 0 if kind == "relu" else 1])
-            for i in range(args.trajectories):
-                centres = smooth_centre_path(N_FRAMES, rng)
+            for i in range(args.trajectories + args.fast_trajectories):
+                speed = "slow" if i < args.trajectories else "fast"
+                centres = smooth_centre_path(N_FRAMES, rng, length_scale=SPEEDS[speed])
                 out = trajectory(net, centres, rng)
                 report = assess(out, seed=args.seed)
                 v1 = difference_variance(out.T, 1)
-                rows.append(_row(kind, f"{kind}{net_seed}", 1, report, True, float(np.sqrt(np.mean(v1) / 6)), rmse))
+                error_rms = np.sqrt(np.mean((out - centres) ** 2, axis=0))
+                rows.append(_row(kind if speed == "slow" else f"{kind} fast", f"{kind}{net_seed}",
+                                 int(kind == "relu"), report, False, float(np.sqrt(np.mean(v1) / 6)), rmse))
+                if speed == "fast":
+                    continue
                 if i == 0 and net_seed == 0:
                     examples[f"{kind} net"] = out[:, 0] - centres[:, 0]
                     if kind == "relu":
@@ -105,6 +117,10 @@ def main() -> None:
                                      float(np.mean(sigma)), np.nan))
                     if i == 0 and net_seed == 0 and factor == 1.0:
                         examples["matched noise"] = noisy[:, 0] - centres[:, 0]
+                # Noise as large as the network's own error along the track (a less demanding null).
+                noisy = centres + error_rms * rng.standard_normal(centres.shape)
+                rows.append(_row("null error-matched", f"relu{net_seed}", 0, assess(noisy, seed=args.seed), False,
+                                 float(np.mean(error_rms)), np.nan))
             print(f"  {args.trajectories} trajectories assessed ({time.perf_counter() - start:.0f} s)")
     results = pd.DataFrame(rows)
     metrics = _metrics(results)
@@ -139,8 +155,10 @@ def _row(source, network, label, report, matched, noise, rmse) -> dict:
 def _metrics(results: pd.DataFrame) -> pd.DataFrame:
     relu = results[results["source"] == "relu"]
     gelu = results[results["source"] == "gelu"]
-    matched = results[(results["label"] == 0) & results["matched"]]
+    matched = results[results["source"] == "null x1"]
     nulls = results[results["source"].str.startswith("null")]
+    err = results[results["source"] == "null error-matched"]
+    fast_relu, fast_gelu = results[results["source"] == "relu fast"], results[results["source"] == "gelu fast"]
     calib = pd.concat([relu, matched])
     ks = stats.kstest(nulls["p_value"], "uniform")
     rows = [
@@ -159,6 +177,11 @@ def _metrics(results: pd.DataFrame) -> pd.DataFrame:
         ["GELU posterior > 0.5", (gelu["posterior"] > 0.5).mean(), "", ""],
         ["GELU p < 0.05", (gelu["p_value"] < 0.05).mean(), "", "smooth null rejected"],
         ["GELU verdict smooth", (gelu["verdict"] == "smooth").mean(), "", "posterior <= 0.05"],
+        ["error-matched noise called network", (err["verdict"] == "network").mean(), "",
+         "noise std = network RMS error"],
+        ["fast motion: ReLU detected", (fast_relu["verdict"] == "network").mean(), "", "~0.25 px per frame"],
+        ["fast motion: GELU called network", (fast_gelu["verdict"] == "network").mean(), "", ""],
+        ["fast motion: GELU verdict smooth", (fast_gelu["verdict"] == "smooth").mean(), "", ""],
         ["net test RMSE px, ReLU", relu["net_rmse_px"].mean(), "", ""],
         ["net test RMSE px, GELU", gelu["net_rmse_px"].mean(), "", ""],
     ]

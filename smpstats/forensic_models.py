@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .forensic_stats import difference_variance
+from .forensic_stats import difference_variance, se_second_difference_variance
 from .processes import sample_se_gp
 
 __all__ = ["PRIORS", "prior_predictive", "simulate_null", "network_ripple"]
@@ -34,9 +34,11 @@ PRIORS = {
     # kinks make up a visible share of the frame-scale roughness (at least ~1 %), not that a
     # smooth trajectory might hide kinks far below the detection limit.
     "trend_over_rough": (1e-3, 1e2),
-    "ripple_length_scale": (0.7, 30.0),     # length scale of the network's input path
+    # Length scale of the network's input path: at least a frame (the frames resolve the input's
+    # motion); below that the kinks of different frames are unrelated and look like white noise.
+    "ripple_length_scale": (1.0, 30.0),
     "ripple_units": (4, 512),               # number of ReLU units (log-uniform integer)
-    "ripple_over_noise": (0.1, 1e3),        # V(1) of the ripple / V(1) of the noise
+    "ripple_over_noise": (0.25, 1e3),       # V(1) of the ripple / V(1) of the noise: kinks are >= 1/5 of it
 }
 
 #: Input dimension of the random networks' smooth input path.
@@ -128,13 +130,23 @@ def prior_predictive(hypothesis: str, n_sims: int, n_times: int, n_components: i
 
 
 def simulate_null(sigma: np.ndarray, s: np.ndarray, length_scale: np.ndarray, n_times: int, n_sims: int,
-                  rng: np.random.Generator) -> np.ndarray:
+                  rng: np.random.Generator, *, smooth_power: np.ndarray | None = None,
+                  reference_step: int = 1) -> np.ndarray:
     """Simulate the smooth-plus-noise model at given parameters (parametric bootstrap).
+
+    The bootstrap is conditional on the one smooth path that was observed: each simulated smooth
+    part is scaled so that the mean square of its second differences at ``reference_step`` is
+    ``smooth_power`` (default: the model's ``s**2 * g_SE(reference_step; l)``). Without this, the
+    spread of the power of a smooth path only a few length scales long would dominate the
+    simulated statistics and distort the p-values.
 
     Parameters
     ----------
     sigma, s, length_scale : arrays of shape (n_components,)
         Noise std, smooth std (units of y) and smooth length scale (frames) per component.
+    smooth_power : array of shape (n_components,), optional
+        Target mean square of the smooth part's second differences at ``reference_step``.
+    reference_step : int, default=1
 
     Returns
     -------
@@ -144,5 +156,8 @@ def simulate_null(sigma: np.ndarray, s: np.ndarray, length_scale: np.ndarray, n_
     out = sigma[None, :, None] * rng.standard_normal((n_sims, n_components, n_times))
     for c in range(n_components):
         if s[c] > 0:
-            out[:, c] += sample_se_gp(n_times, 1.0, float(length_scale[c]), sigma=float(s[c]), size=n_sims, rng=rng)
+            smooth = sample_se_gp(n_times, 1.0, float(length_scale[c]), size=n_sims, rng=rng)
+            target = (s[c] ** 2 * se_second_difference_variance(reference_step, float(length_scale[c]))
+                      if smooth_power is None else smooth_power[c])
+            out[:, c] += smooth * np.sqrt(target / difference_variance(smooth, reference_step))[:, None]
     return out

@@ -60,7 +60,7 @@ def plot_validation(results, examples: dict | None = None):
     results : pandas.DataFrame
         One row per trajectory with columns ``source`` ('relu', 'gelu' or 'null*'),
         ``label`` (1 for piecewise-linear networks), ``log_bf``, ``posterior``, ``p_value``
-        and ``matched`` (whether a null trajectory has matched noise).
+        and ``matched`` (whether a null trajectory's noise is matched to a network's roughness).
     examples : dict of name -> (n_frames,) array, optional
         Example trajectories (minus their smooth truth) for a first panel.
     """
@@ -76,7 +76,7 @@ def plot_validation(results, examples: dict | None = None):
         ax.set(xlabel="frame", ylabel="output - truth (offset)", title="residual roughness")
         ax.legend(fontsize=8)
     pos = results[results["source"] == "relu"]["log_bf"].to_numpy()
-    neg = results[(results["label"] == 0) & results["matched"]]["log_bf"].to_numpy()
+    neg = results[results["source"].str.startswith("null") & results["matched"]]["log_bf"].to_numpy()
     gelu = results[results["source"] == "gelu"]["log_bf"].to_numpy()
     ax = axes[0]
     for other, name in ((neg, "matched noise"), (gelu, "GELU nets")):

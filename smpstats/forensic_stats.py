@@ -95,45 +95,54 @@ def se_second_difference_variance(h: np.ndarray, length_scale: float) -> np.ndar
 
 
 def fit_smooth_plus_noise(y: np.ndarray, *, length_scales: np.ndarray | None = None):
-    """Fit ``V(h) = 6 sigma^2 + s^2 g_SE(h; l)`` to the second-difference variances of each component.
+    """Fit ``V(h) = 6 sigma^2 + s^2 g_SE(h; l)`` to the second-difference variances of each series.
 
     The smooth-plus-noise (null) model: a squared-exponential process of std
     ``s`` and length scale ``l`` (frames) plus white noise of std ``sigma``.
     For each ``l`` on a log grid, ``(sigma^2, s^2)`` is a non-negative
-    least-squares fit in relative error over steps ``h = 1, 2, 3, 4, 6, 8,
-    10, 12, 16`` (those up to ``n_times / 6``: the scales the statistics use,
-    and twice more); the best ``l`` is kept. Only ``s / l**2`` is identified
-    when ``l`` is much longer than 16 frames, and only that matters here.
+    least-squares fit in relative error over steps ``h = 1, 2, 3, 4, 5, 6, 8,
+    10, 12, 16, 24, 32, 48, 64`` (those up to ``n_times / 6``); the best
+    ``l`` is kept.
 
     Parameters
     ----------
-    y : array of shape (n_components, n_times)
+    y : array of shape (..., n_times)
 
     Returns
     -------
-    sigma, s, length_scale : arrays of shape (n_components,)
+    sigma, s, length_scale : arrays of shape (...,)
         Noise std and smooth std (units of y), length scale (frames).
     """
-    from scipy.optimize import nnls
-
     n_times = y.shape[-1]
-    steps = np.array([h for h in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16) if 6 * h <= n_times] or [1, 2])
+    steps = np.array([h for h in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64) if 6 * h <= n_times] or [1, 2])
     if length_scales is None:
         length_scales = np.geomspace(1.0, max(4.0 * n_times, 8.0), 72)
-    observed = np.stack([difference_variance(y, int(h)) for h in steps], axis=-1)  # (C, n_steps)
-    sigma = np.empty(y.shape[0])
-    s = np.empty(y.shape[0])
-    ell = np.empty(y.shape[0])
-    for c in range(y.shape[0]):
-        best = (np.inf, 0.0, 0.0, 1.0)
-        weight = 1.0 / observed[c]
-        for length in length_scales:
-            design = np.stack([np.full(steps.shape, 6.0), se_second_difference_variance(steps, length)], axis=1)
-            coef, residual = nnls(design * weight[:, None], observed[c] * weight)
-            if residual < best[0]:
-                best = (residual, coef[0], coef[1], length)
-        sigma[c], s[c], ell[c] = np.sqrt(best[1]), np.sqrt(best[2]), best[3]
-    return sigma, s, ell
+    observed = np.stack([difference_variance(y, int(h)) for h in steps], axis=-1)  # (..., n_steps)
+    # Relative-error design per length scale: columns 6 / V_obs and g_SE / V_obs, target 1.
+    a = 6.0 / observed[..., None, :]                                            # (..., 1, n_steps)
+    b = se_second_difference_variance(steps[None, :], length_scales[:, None]) / observed[..., None, :]
+    a = np.broadcast_to(a, b.shape)                                              # (..., n_l, n_steps)
+    aa, bb, ab = (a * a).sum(-1), (b * b).sum(-1), (a * b).sum(-1)
+    a1, b1 = a.sum(-1), b.sum(-1)
+    det = aa * bb - ab**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        both = (np.stack([(bb * a1 - ab * b1) / det, (aa * b1 - ab * a1) / det], axis=-1))
+    only_a = np.stack([a1 / aa, np.zeros_like(a1)], axis=-1)
+    only_b = np.stack([np.zeros_like(b1), b1 / bb], axis=-1)
+    n = steps.size
+
+    def sse(c):
+        return n - 2 * (c[..., 0] * a1 + c[..., 1] * b1) + c[..., 0] ** 2 * aa + c[..., 1] ** 2 * bb \
+            + 2 * c[..., 0] * c[..., 1] * ab
+
+    feasible = np.isfinite(both).all(-1) & (both >= 0).all(-1)
+    candidates = [np.where(feasible[..., None], both, np.nan), only_a, only_b]
+    errors = np.stack([np.where(np.isnan(c[..., 0]), np.inf, sse(c)) for c in candidates], axis=-1)
+    pick = errors.argmin(-1)                                                     # (..., n_l)
+    coef = np.choose(pick[..., None], [np.nan_to_num(c) for c in candidates])    # (..., n_l, 2)
+    best = np.take_along_axis(errors, pick[..., None], -1)[..., 0].argmin(-1)    # (...,)
+    coef = np.take_along_axis(coef, best[..., None, None], -2)[..., 0, :]
+    return np.sqrt(np.maximum(coef[..., 0], 0)), np.sqrt(np.maximum(coef[..., 1], 0)), length_scales[best]
 
 
 def white_noise_std(y: np.ndarray) -> np.ndarray:

@@ -217,3 +217,30 @@ def test_bad_input_gets_clear_errors():
         assess(y, prior_odds=0)
     with pytest.raises(InputError, match="n_null_sims must be an int >= 19"):
         assess(y, n_null_sims=5)
+
+
+@pytest.mark.slow
+def test_calibration_over_many_tracks():
+    """200 null tracks: uniform p-values; 100 + 100 tracks: posterior calibrated (ECE <= 0.1)."""
+    rng = np.random.default_rng(20)
+    nulls = [assess(_null_track(rng, n=400, components=2)) for _ in range(200)]
+    assert stats.kstest([r.p_value_smooth for r in nulls], "uniform").pvalue > 0.05
+    nets = [assess(_network_track(rng, n=400, components=2)) for _ in range(100)]
+    prob = np.array([r.posterior_nonsmooth for r in nulls[:100] + nets])
+    label = np.r_[np.zeros(100), np.ones(100)]
+    which = np.clip((prob * 10).astype(int), 0, 9)
+    ece = sum(abs(prob[which == b].mean() - label[which == b].mean()) * (which == b).mean()
+              for b in range(10) if (which == b).any())
+    assert ece <= 0.1
+
+
+@pytest.mark.slow
+def test_demo_forensic_section_separates_the_network_from_its_smooth_twin(tmp_path):
+    from smpstats.demo import _DEMO_INPUT_SHAPE, _forensic_section
+    from smpstats.paths import GaussianProcessPath
+
+    table = _forensic_section(GaussianProcessPath(_DEMO_INPUT_SHAPE, length_scale=0.25, seed=0), 0, tmp_path)
+    verdicts = dict(zip(table["trajectory"], table["verdict"]))
+    assert verdicts["ReLU network"] == "network" and verdicts["GELU twin"] == "smooth"
+    assert verdicts["GELU twin + matched noise"] != "network"
+    assert (tmp_path / "forensic.png").read_bytes()[:4] == b"\x89PNG"
