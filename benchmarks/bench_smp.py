@@ -6,8 +6,9 @@ Targets (issue: foundation):
   same data.
 
 ``smp`` is timed on one thread (the fair comparison with the single-threaded
-``np.diff`` pass and loop) and on numba's thread count (blocks of rows in
-parallel; same results). The loops (second differences per row, peaks of
+``np.diff`` pass and loop), on numba's thread count (blocks of rows in
+parallel; same results), and with its vectorised numpy path (the reference
+and fallback, used where numba is missing; same results). The loops (second differences per row, peaks of
 |d| above a robust threshold) are the natural hand-written alternative; they
 lack background removal, split-peak merging and the resolution check:
 
@@ -34,6 +35,7 @@ import numpy as np
 import scipy.signal
 
 import smpstats
+from smpstats import grid
 from smpstats.processes import sample_random_kinks, sample_se_gp
 from timing import best_time  # benchmarks/timing.py (scripts run from this folder's parent)
 
@@ -73,7 +75,7 @@ def main() -> None:
     print(f"smp on {n} x {n} float64 (best of {args.repeat}); numpy {np.__version__}, numba {numba.__version__}")
     print(f"{'signal':20s} {'diff2 ms':>8s} {'smp ms':>7s} {'smp/diff2':>9s} "
           f"{f'{threads} thr ms':>9s} {'smp/diff2':>9s} {'height/smp':>10s} {'prom./smp':>9s} "
-          f"{'h+2h/smp':>8s} {'kinks/row':>9s}")
+          f"{'h+2h/smp':>8s} {'numpy/diff2':>11s} {'kinks/row':>9s}")
     for name, y in signals.items():
 
         def timed_smp(n_threads):
@@ -86,6 +88,11 @@ def main() -> None:
         t_diff = best_time(lambda: np.diff(y, 2), args.repeat)
         t_smp = timed_smp(1)
         t_par = timed_smp(threads)
+        kernel, grid._KERNEL = grid._KERNEL, False  # the numpy path
+        try:
+            t_numpy = best_time(lambda: smpstats.smp(y, dt=dt), 1)
+        finally:
+            grid._KERNEL = kernel
         t_diff = min(t_diff, best_time(lambda: np.diff(y, 2), args.repeat))  # bracket smp by two diff timings
         t_height = best_time(lambda: find_peaks_loop(y), 1)
         t_prominence = best_time(lambda: find_peaks_loop(y, prominence=True), 1)
@@ -93,7 +100,7 @@ def main() -> None:
         kinks = smpstats.smp(y, dt=dt).n_peaks.mean()
         print(f"{name:20s} {t_diff * 1e3:8.1f} {t_smp * 1e3:7.1f} {t_smp / t_diff:9.2f} {t_par * 1e3:9.1f} "
               f"{t_par / t_diff:9.2f} {t_height / t_smp:10.2f} {t_prominence / t_smp:9.2f} {t_both / t_smp:8.2f} "
-              f"{kinks:9.1f}")
+              f"{t_numpy / t_diff:11.2f} {kinks:9.1f}")
     print("targets: smp/diff2 <= 4, loop/smp >= 20 (loop ratios against smp on one thread)")
 
 

@@ -170,8 +170,38 @@ def _scales(x, n, d, work, c_mad, c_noise_e, c_noise_d, n_windows):
 
 
 @njit(**_JIT)
+def _jump_kept(d, c, n_e, t_cand, spike_fraction, large_jump):
+    """Whether the jump ``e[c] = d[c + 1] - d[c]`` is large, or departs from the trend of the jumps two samples away."""
+    e = d[c + 1] - d[c]
+    if not (e > t_cand or e < -t_cand):
+        return False
+    size = abs(e)
+    if c >= 2 and c < n_e - 2:
+        deviation = abs(e - 0.5 * ((d[c - 1] - d[c - 2]) + (d[c + 3] - d[c + 2])))
+    elif c >= 2:
+        deviation = abs(e - (d[c - 1] - d[c - 2]))
+    elif c < n_e - 2:
+        deviation = abs(e - (d[c + 3] - d[c + 2]))
+    else:
+        deviation = size
+    return deviation > spike_fraction * size or deviation > large_jump * t_cand
+
+
+@njit(**_JIT)
+def _add_run(runs, n_runs, c, m):
+    """Add the samples [c - 1, c + 2] (clipped to [0, m - 1]) to the runs ``runs[:2 n_runs]`` (first, last pairs)."""
+    first, last = max(c - 1, 0), min(c + 2, m - 1)
+    if n_runs > 0 and first <= runs[2 * n_runs - 1] + 1:
+        runs[2 * n_runs - 1] = max(runs[2 * n_runs - 1], last)
+        return n_runs
+    runs[2 * n_runs] = first
+    runs[2 * n_runs + 1] = last
+    return n_runs + 1
+
+
+@njit(**_JIT)
 def _series(x, n, dt, noise_given, noise_in, floor, threshold, background_factor, value_only, consts,
-            d, work, runs, resid, gid, g_mass, g_largest, g_spread, g_nsig, g_moment,
+            d, flags, work, runs, resid, gid, g_mass, g_largest, g_spread, g_nsig, g_moment,
             peak_time, peak_jump, peak_snr, n_out):
     """Estimate of one series ``x[:n]`` at step ``dt``: ``grid._estimate`` for one row.
 
@@ -191,31 +221,34 @@ def _series(x, n, dt, noise_given, noise_in, floor, threshold, background_factor
     t_sig = max(threshold * sigma_d, floor)
     t_cand = max(min(3.0 * max(scale_e, c_noise_e * noise_used), 0.8 * t_sig), floor)
 
-    # 1. candidates: [c - 1, c + 2] around each kept jump e[c] = d[c + 1] - d[c], merged into runs
+    # 1. candidates: [c - 1, c + 2] around each kept jump e[c] = d[c + 1] - d[c], merged into runs.
+    #    Inside the series the test is evaluated for every jump without branches (a vectorised
+    #    loop into byte flags; its parts alone are often coin flips), then the flags are
+    #    scanned eight at a time: kept jumps are rare.
     n_runs = 0
     n_e = m - 1
-    for c in range(n_e):
+    for c in range(min(2, n_e)):
+        if _jump_kept(d, c, n_e, t_cand, spike_fraction, large_jump):
+            n_runs = _add_run(runs, n_runs, c, m)
+    inner_end = max(n_e - 2, 2)
+    flags[0] = 0
+    flags[1] = 0
+    for c in range(2, inner_end):
         e = d[c + 1] - d[c]
-        if not (e > t_cand or e < -t_cand):
-            continue
-        size = abs(e)
-        if c >= 2 and c < n_e - 2:
-            deviation = abs(e - 0.5 * ((d[c - 1] - d[c - 2]) + (d[c + 3] - d[c + 2])))
-        elif c >= 2:
-            deviation = abs(e - (d[c - 1] - d[c - 2]))
-        elif c < n_e - 2:
-            deviation = abs(e - (d[c + 3] - d[c + 2]))
-        else:
-            deviation = size
-        if not (deviation > spike_fraction * size or deviation > large_jump * t_cand):
-            continue
-        first, last = max(c - 1, 0), min(c + 2, m - 1)
-        if n_runs > 0 and first <= runs[2 * n_runs - 1] + 1:
-            runs[2 * n_runs - 1] = max(runs[2 * n_runs - 1], last)
-        else:
-            runs[2 * n_runs] = first
-            runs[2 * n_runs + 1] = last
-            n_runs += 1
+        deviation = abs(e - 0.5 * ((d[c - 1] - d[c - 2]) + (d[c + 3] - d[c + 2])))
+        flags[c] = ((e > t_cand) | (e < -t_cand)) & ((deviation > spike_fraction * abs(e)) | (deviation > large_jump * t_cand))
+    n_words = (inner_end + 7) // 8
+    for c in range(inner_end, 8 * n_words):
+        flags[c] = 0
+    words = flags.view(np.uint64)
+    for w in range(n_words):
+        if words[w] != 0:
+            for c in range(8 * w, 8 * w + 8):
+                if flags[c]:
+                    n_runs = _add_run(runs, n_runs, c, m)
+    for c in range(max(2, n_e - 2), n_e):
+        if _jump_kept(d, c, n_e, t_cand, spike_fraction, large_jump):
+            n_runs = _add_run(runs, n_runs, c, m)
     if m == 1 and abs(d[0]) > t_sig:
         runs[0] = 0
         runs[1] = 0
@@ -247,6 +280,7 @@ def _series(x, n, dt, noise_given, noise_in, floor, threshold, background_factor
         limit = t_sig + (background_factor * max(abs(d_left), abs(d_right)) + 2 * curvature)
         hermite_span = span if curved else 0.0
         length = b - a + 1
+        largest = 0.0
         for j in range(length):
             u = (j + 1) / span
             u2 = u * u
@@ -255,6 +289,11 @@ def _series(x, n, dt, noise_given, noise_in, floor, threshold, background_factor
             hermite = hermite_span * ((u3 - 2 * u2 + u) * e_left + (u3 - u2) * e_right)
             baseline = linear * d_left + (1 - linear) * d_right + hermite
             resid[j] = d[a + j] - baseline
+            largest = max(largest, abs(resid[j]))
+        if not largest > limit:  # no significant residual (most runs): no peak, perhaps a weak one
+            if largest > weak_sigma * sigma_d:
+                n_below += 1
+            continue
         # A significant sample starts a group unless its same-sign left neighbour is significant;
         # a non-significant one joins its significant same-sign neighbour on the left, else on the right.
         prev_sig = False
@@ -352,6 +391,7 @@ def smp_rows(flat, dt, noise, noise_given, threshold, background_factor, with_co
     n_coarse = (n_times + 1) // 2
     x2 = np.empty(n_coarse)
     d = np.empty(size)
+    flags = np.zeros(8 * (size // 8 + 2), dtype=np.uint8)
     work = np.empty((3, size))
     runs = np.empty(2 * size, dtype=np.int64)
     resid = np.empty(size)
@@ -367,7 +407,7 @@ def smp_rows(flat, dt, noise, noise_given, threshold, background_factor, with_co
         floor = roundoff * scale_y
         value, n_peaks, n_below, n_sig, n_wide, rough, noise_used, t_sig, end = _series(
             y, n_times, dt, noise_given, noise[i], floor, threshold, background_factor, False, consts,
-            d, work, runs, resid, gid, g_mass, g_largest, g_spread, g_nsig, g_moment,
+            d, flags, work, runs, resid, gid, g_mass, g_largest, g_spread, g_nsig, g_moment,
             peak_time, peak_jump, peak_snr, n_out)
         if end < 0:
             return i, n_out
@@ -387,7 +427,7 @@ def smp_rows(flat, dt, noise, noise_given, threshold, background_factor, with_co
                 x2[j] = y[2 * j]
             value2, _, _, _, _, rough2, _, _, _ = _series(
                 x2, n_coarse, 2 * dt, True, noise_used, floor, threshold, background_factor, True, consts,
-                d, work, runs, resid, gid, g_mass, g_largest, g_spread, g_nsig, g_moment,
+                d, flags, work, runs, resid, gid, g_mass, g_largest, g_spread, g_nsig, g_moment,
                 peak_time, peak_jump, peak_snr, n_out)
             out_float[i, 4] = value2
             out_float[i, 5] = rough2

@@ -25,6 +25,11 @@ The estimator works in four vectorised steps over all series at once:
    not, and dense kinks that share sampling steps cancel more at ``2 h``.
 
 Exact zeros (flat ReLU stretches) are excluded from the robust scales.
+
+The steps are written here in vectorised numpy (the reference, and the
+fallback where numba is missing); :mod:`smpstats._smp_kernel` runs the same
+operations compiled, one series at a time, and is used when it loads. Both
+give the same numbers.
 """
 
 from __future__ import annotations
@@ -254,6 +259,11 @@ def smp(
     at least 3 samples apart. The ``resolved`` check needs at least 5
     samples, and is strict: kinks closer than about 6 samples merge at the
     doubled step and make an estimate unresolved even where it is exact.
+
+    Large batches are measured on numba's thread count
+    (``numba.set_num_threads``, ``NUMBA_NUM_THREADS``); the results do not
+    depend on it. The first call in a new environment compiles the kernel
+    (seconds; cached on disk afterwards).
     """
     arr = as_signal(y, axis=axis, name="y")
     n_times = arr.shape[-1]
