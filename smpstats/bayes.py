@@ -1,4 +1,4 @@
-"""Bayesian tier: theory-centred hierarchical transfer model (PyMC; nutpie when installed).
+r"""Bayesian tier: theory-centred hierarchical transfer model (PyMC; nutpie when installed).
 
 For row ``i`` of block family ``f`` and configuration ``c`` (the unit of
 partial pooling, e.g. ``maxpool1d(kernel_size=3)`` or
@@ -6,20 +6,19 @@ partial pooling, e.g. ``maxpool1d(kernel_size=3)`` or
 
 .. math::
 
-    \\mu_i = \\big(e^{a^{new}_f + \\tau^{new}_f z^{new}_c}\\, T^{new}_i
-           + e^{a^{car}_f + \\tau^{car}_f z^{car}_c}\\, T^{car}_i\\big)\\,
-           e^{x_i^\\top b_f}
+    \mu_i = e^{\gamma^{new}_c}\, T^{new}_i + e^{\gamma^{car}_c}\, T^{car}_i, \qquad
+    \gamma^{new}_c \sim N(a^{new}_f, \tau_{new}^2), \quad \gamma^{car}_c \sim N(a^{car}_f, \tau_{car}^2)
 
-    y_i \\mid y_i > 0 \\sim \\mathrm{Gamma}(\\text{mean } \\mu_i,\\ \\text{shape } \\phi_i), \\quad
-    \\log\\phi_i = d_f + \\tau^{d}_f z^{d}_c + x_i^\\top g_f, \\quad
-    \\Pr(y_i = 0) = \\mathrm{logit}^{-1}(h_{0f} + h_{1f}\\, \\mathrm{log\\_rel}_i)
+    y_i \mid y_i > 0 \sim \mathrm{Gamma}(\text{mean } \mu_i,\ \text{shape } e^{\delta_c}), \quad
+    \delta_c \sim N(d_f, \tau_d^2), \qquad \Pr(y_i = 0) = \mathrm{logit}^{-1}(h_f)
 
 with ``T^new``, ``T^car`` the theory's new and carried kinks
-(:mod:`smpstats.theory_terms`), covariates ``x = (log_rel, log_res, chained)``
-centred per family, and priors centred on the theory: ``a ~ N(0, 0.5)`` (the
-corrections ``e^a`` have median 1), ``tau ~ HalfNormal(0.2)``,
-``b, g ~ N(0, 0.3)``, ``d ~ N(3, 1.5)``, ``tau^d ~ HalfNormal(0.5)``,
-``h_0 ~ N(-4, 2)``, ``h_1 ~ N(0, 1)``, ``z ~ N(0, 1)`` (non-centred).
+(:mod:`smpstats.theory_terms`). The priors are centred on the theory:
+``a ~ N(0, 0.5)`` (corrections ``e^a`` with median 1), ``d ~ N(3, 1.5)``,
+``h ~ N(-4, 2)``; the scales are shared by all families and have
+boundary-avoiding priors, ``tau_new, tau_car ~ Gamma(2, 10)`` (mean 0.2),
+``tau_d ~ Gamma(2, 2)``. Config effects are centred (every configuration has
+many rows).
 
 A configuration not seen in the fit is predicted with fresh ``z ~ N(0, 1)``
 per draw, i.e. from the population of configurations of its family.
@@ -47,13 +46,10 @@ from .errors import DataFileError, InputError
 from .io import atomic_path, package_version
 from .transfer import FORMAT, TransferModel
 
-__all__ = ["BayesTransfer", "fit_bayes", "build_model", "DIAGNOSTIC_LIMITS", "X_COLUMNS"]
+__all__ = ["BayesTransfer", "fit_bayes", "build_model", "DIAGNOSTIC_LIMITS"]
 
-#: Covariates of the mean and dispersion (centred per family).
-X_COLUMNS = ("log_rel", "log_res", "chained")
 #: Thresholds of the convergence checks.
 DIAGNOSTIC_LIMITS = {"r_hat_max": 1.01, "ess_bulk_min": 400.0, "ess_tail_min": 400.0, "divergences_max": 0}
-_CENTRED = ("log_rel", "log_res")
 _DESIGN_COLUMNS = ("family", "config", "theory_new", "theory_carried", "theory", "log_rel", "log_res", "chained", "y")
 
 
@@ -65,33 +61,26 @@ def _quiet_arviz():
 
 
 class _Index:
-    """Family/config integer codes and covariate centring, fixed at fit time."""
+    """Family and configuration integer codes, fixed at fit time."""
 
-    def __init__(self, families: list[str], configs: list[str], config_family: list[str], centres: dict[str, dict[str, float]]):
-        self.families, self.configs, self.config_family, self.centres = families, configs, config_family, centres
+    def __init__(self, families: list[str], configs: list[str], config_family: list[str]):
+        self.families, self.configs, self.config_family = families, configs, config_family
 
     @classmethod
     def from_design(cls, design: pd.DataFrame) -> "_Index":
         families = sorted(set(design["family"]))
         pairs = design[["config", "family"]].drop_duplicates().sort_values(["family", "config"])
-        centres = {f: {c: float(g[c].mean()) for c in _CENTRED} for f, g in design.groupby("family")}
-        return cls(families, pairs["config"].tolist(), pairs["family"].tolist(), centres)
+        return cls(families, pairs["config"].tolist(), pairs["family"].tolist())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"families": self.families, "configs": self.configs, "config_family": self.config_family,
-                "centres": self.centres}
+        return {"families": self.families, "configs": self.configs, "config_family": self.config_family}
 
     def arrays(self, design: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Codes and centred covariates; config code -1 for configurations not seen in the fit."""
+        """Codes; config code -1 for configurations not seen in the fit."""
         fam = design["family"].map({f: i for i, f in enumerate(self.families)}).to_numpy()
         key = {(c, f): i for i, (c, f) in enumerate(zip(self.configs, self.config_family))}
         cfg = np.array([key.get((c, f), -1) for c, f in zip(design["config"], design["family"])], dtype=np.int64)
-        X = np.column_stack([
-            design[c].to_numpy(float) - (design["family"].map({f: v[c] for f, v in self.centres.items()}).to_numpy(float)
-                                         if c in _CENTRED else 0.0)
-            for c in X_COLUMNS
-        ])
-        return {"fam": fam.astype(np.int64), "cfg": cfg, "X": X, "new": design["theory_new"].to_numpy(float),
+        return {"fam": fam.astype(np.int64), "cfg": cfg, "new": design["theory_new"].to_numpy(float),
                 "car": design["theory_carried"].to_numpy(float)}
 
 
@@ -102,9 +91,8 @@ def build_model(design: pd.DataFrame, index: "_Index"):
     a = index.arrays(design)
     y = design["y"].to_numpy(float)
     pos = y > 0
-    nf, nc, nx = len(index.families), len(index.configs), len(X_COLUMNS)
     cfam = np.array([index.families.index(f) for f in index.config_family])
-    coords = {"family": index.families, "config": index.configs, "covariate": list(X_COLUMNS)}
+    coords = {"family": index.families, "config": index.configs}
     with pm.Model(coords=coords) as model:
         # Centred config effects: every config has many rows, so the data pin them down. The scales
         # are shared across families (~20 configurations inform them) and have boundary-avoiding
@@ -115,24 +103,19 @@ def build_model(design: pd.DataFrame, index: "_Index"):
         tau_car = pm.Gamma("tau_car", alpha=2.0, beta=10.0)
         log_c_new = pm.Normal("log_c_new", a_new[cfam], tau_new, dims="config")
         log_c_car = pm.Normal("log_c_car", a_car[cfam], tau_car, dims="config")
-        b = pm.Normal("b", 0.0, 0.3, dims=("family", "covariate"))
         d = pm.Normal("d", 3.0, 1.5, dims="family")
-        tau_d = pm.Gamma("tau_d", alpha=2.0, beta=4.0)
+        tau_d = pm.Gamma("tau_d", alpha=2.0, beta=2.0)
         log_phi_c = pm.Normal("log_phi_c", d[cfam], tau_d, dims="config")
-        g = pm.Normal("g", 0.0, 0.3, dims=("family", "covariate"))
         h0 = pm.Normal("h0", -4.0, 2.0, dims="family")
-        h1 = pm.Normal("h1", 0.0, 1.0, dims="family")
-        f, c, X = a["fam"], a["cfg"], a["X"]
-        fp, cp, Xp = f[pos], c[pos], X[pos]
-        mu = (pm.math.exp(log_c_new[cp]) * a["new"][pos] + pm.math.exp(log_c_car[cp]) * a["car"][pos]) \
-            * pm.math.exp((Xp * b[fp]).sum(axis=1))
-        phi = pm.math.exp(log_phi_c[cp] + (Xp * g[fp]).sum(axis=1))
+        f, c = a["fam"], a["cfg"]
+        cp = c[pos]
+        mu = pm.math.exp(log_c_new[cp]) * a["new"][pos] + pm.math.exp(log_c_car[cp]) * a["car"][pos]
+        phi = pm.math.exp(log_phi_c[cp])
         # Observations as data containers, so that a compiled model can be refitted to new data (SBC).
         y_obs = pm.Data("y_pos_obs", y[pos])
         zero_obs = pm.Data("is_zero_obs", (~pos).astype(np.int64))
         pm.Gamma("y_pos", alpha=phi, beta=phi / mu, observed=y_obs)
-        p_zero_logit = h0[f] + h1[f] * X[:, 0]
-        pm.Bernoulli("is_zero", logit_p=p_zero_logit, observed=zero_obs)
+        pm.Bernoulli("is_zero", logit_p=h0[f], observed=zero_obs)
     return model
 
 
@@ -220,7 +203,7 @@ def fit_bayes(design: pd.DataFrame, *, draws: int = 500, tune: int = 500, chains
     model = build_model(design, index)
     idata, t_compile, t_sample, used = _sample(model, draws=draws, tune=tune, chains=chains, seed=seed,
                                                sampler=sampler, progress=progress)
-    keep = ["a_new", "a_car", "tau_new", "tau_car", "log_c_new", "log_c_car", "b", "d", "tau_d", "log_phi_c", "g", "h0", "h1"]
+    keep = ["a_new", "a_car", "tau_new", "tau_car", "log_c_new", "log_c_car", "d", "tau_d", "log_phi_c", "h0"]
     az = _quiet_arviz()
     post = idata.posterior[keep]
     idata = az.InferenceData(posterior=post, sample_stats=idata.sample_stats,
@@ -273,9 +256,11 @@ class BayesTransfer(TransferModel):
         if pick is None:
             pick = rng.choice(self._n_posterior(), size=n_draws, replace=n_draws > self._n_posterior())
         a = self.index.arrays(design)
-        f, c, X = a["fam"], a["cfg"], a["X"]
+        f, c = a["fam"], a["cfg"]
         known = c >= 0
         cc = np.where(known, c, 0)
+        # one fresh effect per unseen configuration and draw, shared by its rows
+        _, unseen = np.unique(design["config"].astype(str) + "\0" + design["family"].astype(str), return_inverse=True)
 
         def per_f(name: str) -> np.ndarray:
             return p[name][pick][:, f].T  # (n_rows, n_draws)
@@ -283,14 +268,14 @@ class BayesTransfer(TransferModel):
         def per_c(name: str, mean: str, scale: str) -> np.ndarray:
             """Fitted config effect for known configs; a fresh draw from the family's population else."""
             fitted = p[name][pick][:, cc].T
-            fresh = per_f(mean) + p[scale][pick][None, :] * rng.standard_normal(fitted.shape)
+            z = rng.standard_normal((unseen.max() + 1, n_draws))[unseen]
+            fresh = per_f(mean) + p[scale][pick][None, :] * z
             return np.where(known[:, None], fitted, fresh)
 
-        lin = np.einsum("rk,drk->rd", X, p["b"][pick][:, f, :])
         mu = (np.exp(per_c("log_c_new", "a_new", "tau_new")) * a["new"][:, None]
-              + np.exp(per_c("log_c_car", "a_car", "tau_car")) * a["car"][:, None]) * np.exp(lin)
-        log_phi = per_c("log_phi_c", "d", "tau_d") + np.einsum("rk,drk->rd", X, p["g"][pick][:, f, :])
-        p0 = 1.0 / (1.0 + np.exp(-(per_f("h0") + per_f("h1") * X[:, :1])))
+              + np.exp(per_c("log_c_car", "a_car", "tau_car")) * a["car"][:, None])
+        log_phi = per_c("log_phi_c", "d", "tau_d")
+        p0 = 1.0 / (1.0 + np.exp(-per_f("h0")))
         return mu, np.exp(log_phi), p0
 
     def _draws(self, design: pd.DataFrame, n_draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -319,8 +304,9 @@ class BayesTransfer(TransferModel):
                       - phi * y / mu - special.gammaln(phi))
             ll = np.where(y > 0, pos_ll, np.log(p0))
         y_rep = np.where(rng.uniform(size=mu.shape) < p0, 0.0, rng.gamma(phi, mu / phi))
-        return az.from_dict(posterior_predictive={"smp_out": y_rep.T[None]}, log_likelihood={"smp_out": ll.T[None]},
-                            observed_data={"smp_out": y[:, 0]})
+        post = self._posterior()
+        return az.from_dict(posterior={"d": post["d"][pick][None]}, posterior_predictive={"smp_out": y_rep.T[None]},
+                            log_likelihood={"smp_out": ll.T[None]}, observed_data={"smp_out": y[:, 0]})
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -374,6 +360,6 @@ class BayesTransfer(TransferModel):
         if meta.get("format") != FORMAT or meta.get("kind") != "bayes":
             raise DataFileError(f"'{path}' is a netCDF file but not a smpstats Bayesian model.")
         idx = meta["model"]["index"]
-        index = _Index(idx["families"], idx["configs"], idx["config_family"], idx["centres"])
+        index = _Index(idx["families"], idx["configs"], idx["config_family"])
         idata.posterior.attrs.pop("smpstats", None)
         return cls(idata, index, meta["model"]["info"])

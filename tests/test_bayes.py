@@ -1,0 +1,155 @@
+"""Bayesian transfer tier: numpy predictions from a posterior, persistence, diagnostics, and (slow) real fits."""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from smpstats.bayes import BayesTransfer, _design_dataset, _Index
+from smpstats.checks import check
+from smpstats.errors import DataFileError
+from smpstats.transfer import fit, load_model
+from smpstats.transfer_data import design_frame
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+
+def _table(n, seed, configs=(("relu", "relu", None), ("maxpool1d", "maxpool1d(kernel_size=2)", 2))):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for block, spec, window in configs:
+        df = pd.DataFrame({"block": block, "block_spec": spec, "mu_in": rng.uniform(-1, 1, n),
+                           "sigma_in": rng.uniform(0.5, 2, n), "sigma_dot_in": rng.uniform(3, 30, n),
+                           "smp_in": rng.uniform(0, 20, n), "path_length": 1.0, "dt": 1 / 511})
+        if window is not None:
+            df["window"] = window
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, draws=100, tau=0.3):
+    """A BayesTransfer whose posterior sits tightly (sd 0.005) at known values (configs in index order)."""
+    index = _Index.from_design(design)
+    nf, nc = len(index.families), len(index.configs)
+
+    def const(value, dims=()):
+        return np.full((chains, draws, *dims), value, dtype=float)
+
+    jitter = np.random.default_rng(1).normal(0.0, 0.005, size=(2, chains, draws, nc))
+    log_c_new = np.asarray(c_new, float) + jitter[0]
+    post = {"a_new": const(0.0, (nf,)), "a_car": const(0.0, (nf,)), "tau_new": const(tau), "tau_car": const(tau),
+            "log_c_new": log_c_new, "log_c_car": const(0.0, (nc,)), "d": const(np.log(shape), (nf,)),
+            "tau_d": const(0.01), "log_phi_c": np.log(shape) + 10 * jitter[1], "h0": const(-30.0, (nf,))}
+    dims = {"a_new": ["family"], "a_car": ["family"], "d": ["family"], "h0": ["family"], "log_c_new": ["config"],
+            "log_c_car": ["config"], "log_phi_c": ["config"]}
+    rng = np.random.default_rng(0)
+    stats = {"diverging": np.zeros((chains, draws), bool), "lp": rng.normal(size=(chains, draws))}
+    idata = az.from_dict(posterior=post, sample_stats=stats, dims=dims,
+                         coords={"family": index.families, "config": index.configs})
+    idata.add_groups(constant_data=_design_dataset(design))
+    info = {"sampler": "test", "draws": draws, "tune": 0, "chains": chains, "seed": 0, "compile_seconds": 0.0,
+            "sampling_seconds": 0.0, "n_rows": len(design), "r_hat_max": r_hat, "ess_bulk_min": 1000.0,
+            "ess_tail_min": 1000.0, "divergences": 0}
+    return BayesTransfer(idata, index, info)
+
+
+def _with_y(df, design, c_new, shape, seed):
+    rng = np.random.default_rng(seed)
+    codes = {"maxpool1d(kernel_size=2)": 0, "relu": 1}
+    factor = np.exp(np.array([c_new[codes[c]] for c in design["config"]]))
+    mu = factor * design["theory_new"] + design["theory_carried"]
+    out = df.copy()
+    out["smp_out"] = rng.gamma(shape, mu / shape)
+    return out
+
+
+def test_posterior_predictions_follow_the_model():
+    df = _table(200, 0)
+    design = design_frame(df.assign(smp_out=1.0))
+    model = _model(design, c_new=(0.1, -0.2))
+    assert model.index.configs == ["maxpool1d(kernel_size=2)", "relu"]
+    pred = model.predict(df, n_draws=4000, seed=1)
+    factor = np.where(design["config"] == "relu", np.exp(-0.2), np.exp(0.1))
+    expected = factor * design["theory_new"] + design["theory_carried"]
+    np.testing.assert_allclose(pred.mean(), expected, rtol=0.01)
+    np.testing.assert_allclose(pred.std() / pred.mean(), 1 / np.sqrt(400), rtol=0.1)
+    # data drawn from the same model are covered at the nominal rate
+    y = _with_y(df, design, (0.1, -0.2), 400.0, seed=2)["smp_out"]
+    assert pred.coverage(y, 0.9) == pytest.approx(0.9, abs=0.04)
+
+
+def test_unseen_configurations_draw_from_the_population():
+    df = _table(100, 1)
+    model = _model(design_frame(df.assign(smp_out=1.0)), tau=0.3)
+    new = _table(100, 2, configs=(("maxpool1d", "maxpool1d(kernel_size=3)", 3),))
+    pred = model.predict(new, n_draws=4000, seed=0)
+    cv = pred.std() / pred.mean()
+    # new-kink share ~ 1 here: the spread of log effects is about tau = 0.3
+    assert np.median(cv) == pytest.approx(np.sqrt(np.exp(0.09) - 1), rel=0.15)
+    # one shared effect per unseen configuration and draw: rows move together
+    r = np.corrcoef(np.log(pred.draws[0]), np.log(pred.draws[1]))[0, 1]
+    assert r > 0.9
+
+
+def test_save_load_round_trip_and_damaged_files(tmp_path):
+    df = _table(50, 3)
+    model = _model(design_frame(df.assign(smp_out=1.0)))
+    path = model.save(tmp_path / "fit.nc")
+    again = load_model(path)
+    assert isinstance(again, BayesTransfer)
+    assert again.index.configs == model.index.configs
+    np.testing.assert_array_equal(again.predict(df, n_draws=100, seed=4).draws, model.predict(df, n_draws=100, seed=4).draws)
+    data = path.read_bytes()
+    (tmp_path / "truncated.nc").write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataFileError, match="not a readable smpstats Bayesian model"):
+        load_model(tmp_path / "truncated.nc")
+    # a netCDF file of someone else's
+    az.from_dict(posterior={"x": np.zeros((1, 5))}).to_netcdf(str(tmp_path / "other.nc"))
+    with pytest.raises(DataFileError, match="not a readable smpstats Bayesian model"):
+        load_model(tmp_path / "other.nc")
+
+
+def test_failed_diagnostics_are_flagged_everywhere():
+    df = _table(60, 4)
+    model = _model(design_frame(df.assign(smp_out=1.0)), r_hat=1.08)
+    assert any("R-hat" in w for w in model.warnings)
+    assert "WARNING" in model.summary()
+    assert model.predict(df, n_draws=10).warnings == model.warnings
+    good = _model(design_frame(df.assign(smp_out=1.0)))
+    assert good.warnings == ()
+    assert "all convergence checks passed" in good.summary()
+
+
+def test_check_of_a_bayes_model_reports_loo_and_coverage():
+    df = _table(150, 5)
+    design = design_frame(df.assign(smp_out=1.0))
+    train = _with_y(df, design, (0.1, -0.2), 400.0, seed=6)
+    model = _model(design_frame(train), c_new=(0.1, -0.2))
+    hold = _with_y(_table(150, 7), design_frame(_table(150, 7).assign(smp_out=1.0)), (0.1, -0.2), 400.0, seed=8)
+    report = check(model, hold, n_draws=800)
+    assert 0.85 <= report.table.set_index("family").loc["all", "coverage_90"] <= 0.95
+    assert report.diagnostics["pareto_k_bad"] == 0
+    assert np.isfinite(report.diagnostics["elpd_loo"])
+    assert report.loo_pit is not None and len(report.loo_pit) == len(train)
+    json.dumps(report.to_dict())
+
+
+@pytest.mark.slow
+def test_a_real_fit_recovers_the_corrections_and_passes_diagnostics():
+    """PyMC + nutpie on data simulated from the model: posterior contains the truth, diagnostics pass."""
+    df = _table(150, 9)
+    design = design_frame(df.assign(smp_out=1.0))
+    train = _with_y(df, design, (0.15, -0.1), 200.0, seed=10)
+    model = fit(train, kind="bayes", seed=1)
+    assert model.warnings == (), model.summary()
+    post = model.idata.posterior["log_c_new"]
+    for cfg, truth in (("maxpool1d(kernel_size=2)", 0.15), ("relu", -0.1)):
+        draws = post.sel(config=cfg).values.ravel()
+        lo, hi = np.quantile(draws, [0.005, 0.995])
+        assert lo < truth < hi
+    hold = _with_y(_table(150, 11), design_frame(_table(150, 11).assign(smp_out=1.0)), (0.15, -0.1), 200.0, seed=12)
+    assert 0.85 <= model.predict(hold, n_draws=1000).coverage(hold["smp_out"], 0.9) <= 0.95

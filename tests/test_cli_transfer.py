@@ -1,0 +1,66 @@
+"""CLI of the transfer models: smpstats samples -> fit -> check."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from smpstats.cli import main
+from smpstats.io import load_samples
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("command", "phrases"), [
+    ("samples", ["block families", "'train' and 'holdout'", "--families", "--trials", "--out"]),
+    ("fit", ["transfer model", "--kind", "netCDF", "convergence checks", "--sampler"]),
+    ("check", ["held-out", "coverage", "CRPS", "LOO", "--holdout", "--figures", "--json", "Exit status 1"]),
+])
+def test_help_says_what_each_command_does(capsys, command, phrases):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for phrase in phrases:
+        assert phrase in out
+
+
+def test_samples_fit_check_round_trip(capsys, tmp_path):
+    train, hold = tmp_path / "train.parquet", tmp_path / "hold.parquet"
+    code, out, _ = run(capsys, "samples", "--families", "avgpool", "--trials", "12", "--out", train, "--no-progress")
+    assert code == 0 and "wrote 36 rows" in out
+    t = load_samples(train)
+    assert set(t["split"]) == {"train"} and t["source"].nunique() == 3
+    code, _, _ = run(capsys, "samples", "--families", "avgpool", "--split", "holdout", "--trials", "12",
+                     "--seed", "1", "--out", hold, "--no-progress")
+    assert code == 0
+    assert not set(load_samples(hold)["source"]) & set(t["source"])  # held-out configurations are new
+    model = tmp_path / "fit.json"
+    code, out, _ = run(capsys, "fit", train, "--kind", "regression", "--out", model)
+    assert code == 0 and "RegressionTransfer" in out and model.exists()
+    figs = tmp_path / "figs"
+    code, out, _ = run(capsys, "check", model, "--holdout", hold, "--figures", figs, "--json", "--draws", "300")
+    doc = json.loads(out)
+    assert code == (0 if doc["passed"] else 1)
+    fam = {r["family"]: r for r in doc["table"]}
+    assert fam["avgpool"]["n"] == 36
+    assert 0.0 <= fam["avgpool"]["coverage_90"] <= 1.0
+    assert sorted(p.name for p in figs.iterdir()) == ["bands_avgpool.png", "coverage.png", "pit.png"]
+
+
+def test_check_errors_are_specific(capsys, tmp_path):
+    bad = tmp_path / "model.json"
+    bad.write_text("{not json")
+    hold = tmp_path / "hold.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(hold)
+    code, _, err = run(capsys, "check", bad, "--holdout", hold)
+    assert code == 2 and "not a smpstats model file" in err
+    code, _, err = run(capsys, "fit", hold, "--out", tmp_path / "m.json")
+    assert code == 2 and "error:" in err
+    assert not (tmp_path / "m.json").exists()
