@@ -7,7 +7,7 @@ is timed against the bare forward pass of the same chain on the same batch
 (``n_points`` inputs), the two alternating so that both see the same load.
 Target (issue: foundation): at most 1.3x.
 
-Run: ``python benchmarks/bench_simulate.py [--trials 3] [--rounds 3] [--n-points 512]``.
+Run: ``python benchmarks/bench_simulate.py [--trials 3] [--rounds 3] [--n-points 512] [--threads 1]``.
 """
 
 from __future__ import annotations
@@ -35,10 +35,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3, help="trials per simulate call")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both timings (best is kept)")
     parser.add_argument("--n-points", type=int, default=512, help="grid points per path (the batch)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and smp threads (1: stable timings; on a busy machine a second torch "
+                             "thread can make small forward passes ten times slower)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(f"simulate vs bare forward, {args.n_points} points per trial, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); smp on {numba.get_num_threads()} thread(s)")
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    print(f"simulate vs bare forward, {args.n_points} points per trial, torch {torch.__version__}; "
+          f"{torch.get_num_threads()} torch and {numba.get_num_threads()} smp thread(s)")
     print(f"{'chain':70s} {'forward ms':>10s} {'simulate ms':>11s} {'ratio':>6s} {'units':>7s}")
     for spec, shape in CASES:
         chain = build_chain(spec, shape, generator=0)
