@@ -16,17 +16,19 @@ prior predictive distributions (equal numbers) estimates
 uncertainty comes from refitting on bootstrap resamples of the simulations.
 The p-value is a parametric bootstrap: the null is fitted to the trajectory
 (noise std, smooth std and length scale per component) and simulated; the
-p-value is the share of simulated log Bayes factors at least as large as the
-observed one. Everything is deterministic given ``seed``.
+p-value is the share of simulated log Bayes factors (uncapped classifier log
+odds) at least as large as the observed one. Everything is deterministic given ``seed``.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.special
 
 from ._validation import as_signal, check_int, check_real, check_step
 from .errors import SignalError
@@ -45,8 +47,10 @@ _BANK_SIZE = 1500
 _N_REFITS = 16
 #: Largest |log Bayes factor| reported: beyond it the classifier extrapolates past its simulations.
 LOG_BF_CAP = 10.0
+#: Degree of the polynomial features of the classifier.
+_DEGREE = 2
 #: Ridge penalty of the logistic classifier (standardised quadratic features).
-_RIDGE = 1e-3
+_RIDGE = 1e-5
 #: Mahalanobis distance (in the hypothesis' own simulated spread) above which it does not predict the
 #: data: sqrt of the 99.9 % quantile of chi-square with 6 degrees of freedom.
 _ADEQUACY_LIMIT = 4.74
@@ -62,14 +66,21 @@ class _Classifier:
 
     def features(self, stats: np.ndarray) -> np.ndarray:
         z = (_transform(stats) - self.mean) / self.scale
-        iu = np.triu_indices(z.shape[-1])
-        quad = (z[..., :, None] * z[..., None, :])[..., iu[0], iu[1]]
-        return np.concatenate([np.ones(z.shape[:-1] + (1,)), z, quad], axis=-1)
+        # All monomials of degree <= _DEGREE in the standardised statistics.
+        terms = [np.ones(z.shape[:-1])]
+        for degree in range(1, _DEGREE + 1):
+            for idx in itertools.combinations_with_replacement(range(z.shape[-1]), degree):
+                terms.append(np.prod([z[..., i] for i in idx], axis=0))
+        return np.stack(terms, axis=-1)
 
-    def log_bf(self, stats: np.ndarray, refits: bool = False) -> np.ndarray:
-        """Log Bayes factor (network over smooth); with ``refits`` one column per bootstrap refit."""
-        f = self.features(stats)
-        return np.clip(f @ (self.coef.T if refits else self.coef[0]), -LOG_BF_CAP, LOG_BF_CAP)
+    def log_bf(self, stats: np.ndarray, refits: bool = False, cap: bool = True) -> np.ndarray:
+        """Log Bayes factor (network over smooth); with ``refits`` one column per bootstrap refit.
+
+        ``cap=False`` returns the classifier's uncapped log odds: the test statistic of the p-value,
+        which must not tie at the cap.
+        """
+        out = self.features(stats) @ (self.coef.T if refits else self.coef[0])
+        return np.clip(out, -LOG_BF_CAP, LOG_BF_CAP) if cap else out
 
 
 def _transform(stats: np.ndarray) -> np.ndarray:
@@ -82,17 +93,29 @@ def _transform(stats: np.ndarray) -> np.ndarray:
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float, start: np.ndarray | None = None) -> np.ndarray:
-    """L2-penalised logistic regression by Newton's method (from ``start`` if given); returns coefficients."""
+    """L2-penalised logistic regression by damped Newton steps (from ``start`` if given)."""
     coef = np.zeros(x.shape[1]) if start is None else start.copy()
     penalty = ridge * len(y) * np.r_[0.0, np.ones(x.shape[1] - 1)]
-    for _ in range(50):
-        eta = np.clip(x @ coef, -30, 30)
-        p = 1.0 / (1.0 + np.exp(-eta))
+
+    def loss(c):
+        eta = x @ c
+        return np.sum(np.logaddexp(0.0, eta) - y * eta) + 0.5 * np.sum(penalty * c**2)
+
+    current = loss(coef)
+    for _ in range(100):
+        p = scipy.special.expit(x @ coef)
         grad = x.T @ (p - y) + penalty * coef
         hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty)
         step = np.linalg.solve(hess, grad)
-        coef -= step
-        if np.max(np.abs(step)) < 1e-6:
+        scale = 1.0
+        while scale > 1e-4:
+            trial = loss(coef - scale * step)
+            if trial <= current:
+                break
+            scale *= 0.5
+        coef -= scale * step
+        improvement, current = current - trial, trial
+        if improvement < 1e-7 * max(1.0, abs(current)):
             break
     return coef
 
@@ -414,7 +437,8 @@ def assess(
     null_sims = simulate_null(sigma, s, length, n_frames, n_null_sims, rng, reference_step=max(SCALING_STEPS))
     null_stats = statistic_vector(null_sims)
     null_log_bf = clf.log_bf(null_stats)
-    p_value = float((1 + np.sum(null_log_bf >= log_bf)) / (n_null_sims + 1))
+    null_statistic = clf.log_bf(null_stats, cap=False)
+    p_value = float((1 + np.sum(null_statistic >= clf.log_bf(stats, cap=False))) / (n_null_sims + 1))
 
     def posterior(lbf):
         return float(1.0 / (1.0 + np.exp(-np.clip(lbf + np.log(prior_odds), -700, 700))))
