@@ -40,9 +40,9 @@ def main() -> None:
                              "thread can make small forward passes ten times slower)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    numba.config.NUMBA_NUM_THREADS = args.threads  # what smp reads on each call
     print(f"simulate vs bare forward, {args.n_points} points per trial, torch {torch.__version__}; "
-          f"{torch.get_num_threads()} torch and {numba.get_num_threads()} smp thread(s)")
+          f"{torch.get_num_threads()} torch and {numba.config.NUMBA_NUM_THREADS} smp thread(s)")
     print(f"{'chain':70s} {'forward ms':>10s} {'simulate ms':>11s} {'ratio':>6s} {'units':>7s}")
     for spec, shape in CASES:
         chain = build_chain(spec, shape, generator=0)

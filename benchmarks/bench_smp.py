@@ -6,21 +6,23 @@ Targets (issue: foundation):
   same data.
 
 ``smp`` is timed on one thread (the fair comparison with the single-threaded
-``np.diff`` pass and loop), on numba's thread count (blocks of rows in
-parallel; same results), and with its vectorised numpy path (the reference
-and fallback, used where numba is missing; same results). The loops (second differences per row, peaks of
-|d| above a robust threshold) are the natural hand-written alternative; they
-lack background removal, split-peak merging and the resolution check:
+``np.diff`` pass and loops), on ``NUMBA_NUM_THREADS`` threads (blocks of rows
+in parallel; same results), and with its vectorised numpy path (the
+reference and fallback where numba is missing; same results). The loops
+(second differences per row, peaks of |d| above a robust threshold) are the
+natural hand-written alternative; they lack background removal, split-peak
+merging and the resolution check:
 
 - ``height``: ``find_peaks(|d|, height=5 * robust std of |d|)``, at the step h only;
 - ``prominence``: the same with ``prominence=`` (peaks over their local background);
 - ``h+2h``: the height loop at the steps h and 2h, as smp measures both (the
   comparison at equal coverage).
 
-Each loop costs tens of microseconds of interpreter, ``np.diff``,
-``np.median`` and ``find_peaks`` per row, about as much per sample as smp
-itself: the 20x target would need smp several times faster than one
-``np.diff`` pass, below the time to read the array twice from memory.
+Each loop costs about 0.1-0.2 ms per row of 4096 samples (interpreter,
+``np.diff``, ``np.median`` and ``find_peaks``, all compiled code), 5-10x one
+``np.diff`` pass over the whole array: the 20x target would need smp in a
+third to a half of one ``np.diff`` pass, near the time it takes only to read
+the array from memory once.
 
 Run: ``python benchmarks/bench_smp.py [--size 4096] [--repeat 3]``.
 Times are the best of ``repeat`` runs; ratios are what matters.
@@ -70,7 +72,7 @@ def main() -> None:
         + sample_random_kinks(n, dt, rate=20, jump_scale=1.0, size=(n,), rng=rng).values,
         "white noise": rng.standard_normal((n, n)),
     }
-    threads = numba.get_num_threads()
+    threads = numba.config.NUMBA_NUM_THREADS
     smpstats.smp(signals["white noise"][:2], dt=dt)  # compile or load the kernel
     print(f"smp on {n} x {n} float64 (best of {args.repeat}); numpy {np.__version__}, numba {numba.__version__}")
     print(f"{'signal':20s} {'diff2 ms':>8s} {'smp ms':>7s} {'smp/diff2':>9s} "
@@ -79,11 +81,11 @@ def main() -> None:
     for name, y in signals.items():
 
         def timed_smp(n_threads):
-            numba.set_num_threads(n_threads)
+            numba.config.NUMBA_NUM_THREADS = n_threads  # what smp reads on each call
             try:
                 return best_time(lambda: smpstats.smp(y, dt=dt), args.repeat)
             finally:
-                numba.set_num_threads(threads)
+                numba.config.NUMBA_NUM_THREADS = threads
 
         t_diff = best_time(lambda: np.diff(y, 2), args.repeat)
         t_smp = timed_smp(1)

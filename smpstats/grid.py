@@ -260,9 +260,8 @@ def smp(
     samples, and is strict: kinks closer than about 6 samples merge at the
     doubled step and make an estimate unresolved even where it is exact.
 
-    Large batches are measured on numba's thread count
-    (``numba.set_num_threads``, ``NUMBA_NUM_THREADS``); the results do not
-    depend on it. The first call in a new environment compiles the kernel
+    Large batches are measured on ``NUMBA_NUM_THREADS`` threads (environment
+    variable; default: the number of CPUs); the results do not depend on it. The first call in a new environment compiles the kernel
     (seconds; cached on disk afterwards).
     """
     arr = as_signal(y, axis=axis, name="y")
@@ -350,10 +349,15 @@ def _measure_numpy(flat, dt, noise, threshold, background_factor):
 
 
 def _thread_count() -> int:
-    """Threads for the compiled kernel: numba's setting (``numba.set_num_threads``, ``NUMBA_NUM_THREADS``)."""
+    """Threads for the compiled kernel: ``numba.config.NUMBA_NUM_THREADS`` (the environment variable, else the CPUs).
+
+    Read from the configuration rather than ``numba.get_num_threads``, which
+    would start numba's own thread pool (unused here: blocks of rows run on
+    Python threads, as the kernel releases the GIL).
+    """
     import numba
 
-    return numba.get_num_threads()
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
 def _measure_compiled(flat, dt, noise, threshold, background_factor):
