@@ -7,15 +7,18 @@ partial pooling, e.g. ``maxpool1d(kernel_size=3)`` or
 .. math::
 
     \mu_i = e^{\gamma^{new}_c}\, T^{new}_i + e^{\gamma^{car}_c}\, T^{car}_i, \qquad
-    \gamma^{new}_c \sim N(a^{new}_f, \tau_{new}^2), \quad \gamma^{car}_c \sim N(a^{car}_f, \tau_{car}^2)
+    \gamma^{t}_c \sim N(a^{t}_f,\ \tau_{t}^2) \quad (t = new, car)
 
     y_i \mid y_i > 0 \sim \mathrm{Gamma}(\text{mean } \mu_i,\ \text{shape } e^{\delta_c}), \quad
-    \delta_c \sim N(d_f, \tau_d^2), \qquad \Pr(y_i = 0) = \mathrm{logit}^{-1}(h_f)
+    \delta_c \sim N(d_f + g_f\, k_c, \tau_d^2), \qquad \Pr(y_i = 0) = \mathrm{logit}^{-1}(h_f)
 
 with ``T^new``, ``T^car`` the theory's new and carried kinks
-(:mod:`smpstats.theory_terms`). The priors are centred on the theory:
-``a ~ N(0, 0.5)`` (corrections ``e^a`` with median 1), ``d ~ N(3, 1.5)``,
-``h ~ N(-4, 2)``; the scales are shared by all families and have
+(:mod:`smpstats.theory_terms`) and ``k_c = 1`` when the configuration's block
+follows another block (its input comes from a layer: correlated neighbours,
+coincident kinks; such blocks vary far less or far more from trial to
+trial), else 0. The priors are centred on the theory:
+``a ~ N(0, 0.5)`` (corrections ``e^a`` with median 1), ``d ~ N(4, 2)``,
+``h ~ N(-4, 2)``, ``g ~ N(0, 2)``; the scales are shared by all families and have
 boundary-avoiding priors, ``tau_new, tau_car ~ Gamma(2, 10)`` (mean 0.2),
 ``tau_d ~ Gamma(2, 2)``. Config effects are centred (every configuration has
 many rows).
@@ -60,28 +63,60 @@ def _quiet_arviz():
     return az
 
 
-class _Index:
-    """Family and configuration integer codes, fixed at fit time."""
+_TERMS = ("new", "car")
 
-    def __init__(self, families: list[str], configs: list[str], config_family: list[str]):
+
+def _is_chained(config: str) -> bool:
+    """Whether a configuration label names a block that follows another one (``"conv1d(...) -> relu"``)."""
+    return " -> " in config
+_TERM_COLUMN = {"new": "theory_new", "car": "theory_carried"}
+
+
+class _Index:
+    """Family and configuration codes, fixed at fit time.
+
+    ``term_configs[t]`` lists the configurations whose rows have a nonzero
+    theory term ``t`` ("new" or "car"): only those get a correction for it
+    (a correction of a term that is always 0 is not identified, and its
+    prior-only ridge slows the sampler down).
+    """
+
+    def __init__(self, families: list[str], configs: list[str], config_family: list[str],
+                 term_configs: dict[str, list[str]]):
         self.families, self.configs, self.config_family = families, configs, config_family
+        self.term_configs = term_configs
+        fam_of = dict(zip(configs, config_family))
+        self.term_families = {t: sorted({fam_of[c] for c in cs}) for t, cs in term_configs.items()}
 
     @classmethod
     def from_design(cls, design: pd.DataFrame) -> "_Index":
         families = sorted(set(design["family"]))
         pairs = design[["config", "family"]].drop_duplicates().sort_values(["family", "config"])
-        return cls(families, pairs["config"].tolist(), pairs["family"].tolist())
+        configs = pairs["config"].tolist()
+        term_configs = {t: [c for c in configs if (design.loc[design["config"] == c, _TERM_COLUMN[t]] > 0).any()]
+                        for t in _TERMS}
+        return cls(families, configs, pairs["family"].tolist(), term_configs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"families": self.families, "configs": self.configs, "config_family": self.config_family}
+        return {"families": self.families, "configs": self.configs, "config_family": self.config_family,
+                "term_configs": self.term_configs}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "_Index":
+        return cls(d["families"], d["configs"], d["config_family"], d["term_configs"])
 
     def arrays(self, design: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Codes; config code -1 for configurations not seen in the fit."""
-        fam = design["family"].map({f: i for i, f in enumerate(self.families)}).to_numpy()
-        key = {(c, f): i for i, (c, f) in enumerate(zip(self.configs, self.config_family))}
-        cfg = np.array([key.get((c, f), -1) for c, f in zip(design["config"], design["family"])], dtype=np.int64)
-        return {"fam": fam.astype(np.int64), "cfg": cfg, "new": design["theory_new"].to_numpy(float),
-                "car": design["theory_carried"].to_numpy(float)}
+        """Codes per row (-1 where unknown): family, config, and per term its config and family."""
+        fam = design["family"].map({f: i for i, f in enumerate(self.families)}).to_numpy().astype(np.int64)
+        cfgs = design["config"].astype(str).to_numpy()
+        out = {"fam": fam, "cfg": np.array([self.configs.index(c) if c in self.configs else -1 for c in cfgs]),
+               "new": design["theory_new"].to_numpy(float), "car": design["theory_carried"].to_numpy(float)}
+        fams = design["family"].to_numpy()
+        for t in _TERMS:
+            cs, fs = self.term_configs[t], self.term_families[t]
+            out[f"cfg_{t}"] = np.array([cs.index(c) if c in cs else -1 for c in cfgs], dtype=np.int64)
+            out[f"fam_{t}"] = np.array([fs.index(f) if f in fs else -1 for f in fams], dtype=np.int64)
+        return out
 
 
 def build_model(design: pd.DataFrame, index: "_Index"):
@@ -93,29 +128,36 @@ def build_model(design: pd.DataFrame, index: "_Index"):
     pos = y > 0
     cfam = np.array([index.families.index(f) for f in index.config_family])
     coords = {"family": index.families, "config": index.configs}
+    for t in _TERMS:
+        coords[f"family_{t}"] = index.term_families[t]
+        coords[f"config_{t}"] = index.term_configs[t]
     with pm.Model(coords=coords) as model:
         # Centred config effects: every config has many rows, so the data pin them down. The scales
         # are shared across families (~20 configurations inform them) and have boundary-avoiding
         # Gamma priors (no funnel at tau -> 0 with few configurations).
-        a_new = pm.Normal("a_new", 0.0, 0.5, dims="family")
-        a_car = pm.Normal("a_car", 0.0, 0.5, dims="family")
-        tau_new = pm.Gamma("tau_new", alpha=2.0, beta=10.0)
-        tau_car = pm.Gamma("tau_car", alpha=2.0, beta=10.0)
-        log_c_new = pm.Normal("log_c_new", a_new[cfam], tau_new, dims="config")
-        log_c_car = pm.Normal("log_c_car", a_car[cfam], tau_car, dims="config")
-        d = pm.Normal("d", 3.0, 1.5, dims="family")
+        mu = 0.0
+        for t in _TERMS:
+            if not index.term_configs[t]:
+                continue
+            fam_of_cfg = np.array([index.term_families[t].index(index.config_family[index.configs.index(c)])
+                                   for c in index.term_configs[t]])
+            a_t = pm.Normal(f"a_{t}", 0.0, 0.5, dims=f"family_{t}")
+            tau_t = pm.Gamma(f"tau_{t}", alpha=2.0, beta=10.0)
+            log_c = pm.Normal(f"log_c_{t}", a_t[fam_of_cfg], tau_t, dims=f"config_{t}")
+            # configs without this term have it 0 in every row: any index gives a zero product
+            mu = mu + pm.math.exp(log_c[np.maximum(a[f"cfg_{t}"][pos], 0)]) * a[t][pos]
+        chained = np.array([_is_chained(c) for c in index.configs], dtype=float)
+        d = pm.Normal("d", 4.0, 2.0, dims="family")
+        g = pm.Normal("g", 0.0, 2.0, dims="family")
         tau_d = pm.Gamma("tau_d", alpha=2.0, beta=2.0)
-        log_phi_c = pm.Normal("log_phi_c", d[cfam], tau_d, dims="config")
+        log_phi_c = pm.Normal("log_phi_c", d[cfam] + g[cfam] * chained, tau_d, dims="config")
         h0 = pm.Normal("h0", -4.0, 2.0, dims="family")
-        f, c = a["fam"], a["cfg"]
-        cp = c[pos]
-        mu = pm.math.exp(log_c_new[cp]) * a["new"][pos] + pm.math.exp(log_c_car[cp]) * a["car"][pos]
-        phi = pm.math.exp(log_phi_c[cp])
+        phi = pm.math.exp(log_phi_c[a["cfg"][pos]])
         # Observations as data containers, so that a compiled model can be refitted to new data (SBC).
         y_obs = pm.Data("y_pos_obs", y[pos])
         zero_obs = pm.Data("is_zero_obs", (~pos).astype(np.int64))
         pm.Gamma("y_pos", alpha=phi, beta=phi / mu, observed=y_obs)
-        pm.Bernoulli("is_zero", logit_p=h0[f], observed=zero_obs)
+        pm.Bernoulli("is_zero", logit_p=h0[a["fam"]], observed=zero_obs)
     return model
 
 
@@ -203,7 +245,8 @@ def fit_bayes(design: pd.DataFrame, *, draws: int = 500, tune: int = 500, chains
     model = build_model(design, index)
     idata, t_compile, t_sample, used = _sample(model, draws=draws, tune=tune, chains=chains, seed=seed,
                                                sampler=sampler, progress=progress)
-    keep = ["a_new", "a_car", "tau_new", "tau_car", "log_c_new", "log_c_car", "d", "tau_d", "log_phi_c", "h0"]
+    keep = [v for v in ("a_new", "a_car", "tau_new", "tau_car", "log_c_new", "log_c_car", "d", "g",
+                        "tau_d", "log_phi_c", "h0") if v in idata.posterior]
     az = _quiet_arviz()
     post = idata.posterior[keep]
     idata = az.InferenceData(posterior=post, sample_stats=idata.sample_stats,
@@ -251,31 +294,45 @@ class BayesTransfer(TransferModel):
         return self.idata.posterior.sizes["chain"] * self.idata.posterior.sizes["draw"]
 
     def _params_for(self, design: pd.DataFrame, n_draws: int, rng: np.random.Generator, pick: np.ndarray | None = None):
-        """(mu, shape phi, P(zero)), each (n_rows, n_draws), for posterior draws ``pick`` (random if None)."""
+        """(mu, shape phi, P(zero)), each (n_rows, n_draws), for posterior draws ``pick`` (random if None).
+
+        A configuration not seen in the fit gets a fresh effect from its
+        family's population (one per configuration and draw, shared by its
+        rows); a term whose family had no such term in the fit gets the
+        prior's correction (a ~ N(0, 0.5), plus the configuration spread).
+        """
         p = self._posterior()
         if pick is None:
             pick = rng.choice(self._n_posterior(), size=n_draws, replace=n_draws > self._n_posterior())
+        n_draws = len(pick)
         a = self.index.arrays(design)
-        f, c = a["fam"], a["cfg"]
-        known = c >= 0
-        cc = np.where(known, c, 0)
-        # one fresh effect per unseen configuration and draw, shared by its rows
-        _, unseen = np.unique(design["config"].astype(str) + "\0" + design["family"].astype(str), return_inverse=True)
+        _, config_code = np.unique(design["config"].astype(str) + "\0" + design["family"].astype(str),
+                                   return_inverse=True)
 
-        def per_f(name: str) -> np.ndarray:
-            return p[name][pick][:, f].T  # (n_rows, n_draws)
+        chained = np.array([_is_chained(c) for c in design["config"].astype(str)], dtype=float)[:, None]
 
-        def per_c(name: str, mean: str, scale: str) -> np.ndarray:
-            """Fitted config effect for known configs; a fresh draw from the family's population else."""
-            fitted = p[name][pick][:, cc].T
-            z = rng.standard_normal((unseen.max() + 1, n_draws))[unseen]
-            fresh = per_f(mean) + p[scale][pick][None, :] * z
-            return np.where(known[:, None], fitted, fresh)
+        def effect(t: str, fitted: str, mean: str, slope: str, scale: str, cfg: np.ndarray, fam: np.ndarray):
+            """log effect (n_rows, n_draws): fitted, else the family's population, else the prior."""
+            z = rng.standard_normal((config_code.max() + 1, n_draws))[config_code]
+            sd = p[scale][pick][None, :] if scale in p else 0.2
+            if mean in p:
+                f = np.maximum(fam, 0)
+                centre = p[mean][pick][:, f].T
+                if slope in p:
+                    centre = centre + p[slope][pick][:, f].T * chained
+                population = np.where(fam[:, None] >= 0, centre + sd * z, np.sqrt(0.5**2 + sd**2) * z)
+            else:  # the fit never saw this term in any family: the prior
+                population = np.sqrt(0.5**2 + sd**2) * z
+            if fitted not in p:
+                return population
+            return np.where(cfg[:, None] >= 0, p[fitted][pick][:, np.maximum(cfg, 0)].T, population)
 
-        mu = (np.exp(per_c("log_c_new", "a_new", "tau_new")) * a["new"][:, None]
-              + np.exp(per_c("log_c_car", "a_car", "tau_car")) * a["car"][:, None])
-        log_phi = per_c("log_phi_c", "d", "tau_d")
-        p0 = 1.0 / (1.0 + np.exp(-per_f("h0")))
+        mu = np.zeros((len(design), n_draws))
+        for t in _TERMS:
+            log_c = effect(t, f"log_c_{t}", f"a_{t}", "", f"tau_{t}", a[f"cfg_{t}"], a[f"fam_{t}"])
+            mu += np.exp(log_c) * a[t][:, None]
+        log_phi = effect("d", "log_phi_c", "d", "g", "tau_d", a["cfg"], a["fam"])
+        p0 = 1.0 / (1.0 + np.exp(-p["h0"][pick][:, a["fam"]].T))
         return mu, np.exp(log_phi), p0
 
     def _draws(self, design: pd.DataFrame, n_draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -314,15 +371,18 @@ class BayesTransfer(TransferModel):
 
     def to_frame(self) -> pd.DataFrame:
         """Posterior means and 90 % intervals of the family-level corrections (e^a) and dispersions."""
-        p = self._posterior()
+        post = self.idata.posterior
         rows = []
-        for i, fam in enumerate(self.families):
-            for name, label in (("a_new", "new-kink factor e^a_new"), ("a_car", "carried-kink factor e^a_car"),
-                                ("d", "Gamma shape e^d")):
-                v = np.exp(p[name][:, i])
-                rows.append({"family": fam, "parameter": label, "mean": v.mean(),
+        for name, label in (("a_new", "new-kink factor e^a_new"), ("a_car", "carried-kink factor e^a_car"),
+                            ("d", "Gamma shape e^d")):
+            if name not in post:
+                continue
+            dim = post[name].dims[-1]
+            for fam in post[name][dim].values:
+                v = np.exp(post[name].sel({dim: fam}).values.ravel())
+                rows.append({"family": str(fam), "parameter": label, "mean": v.mean(),
                              "q05": np.quantile(v, 0.05), "q95": np.quantile(v, 0.95)})
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows).sort_values(["family", "parameter"], kind="stable", ignore_index=True)
 
     def summary(self) -> str:
         i = self.info
@@ -360,6 +420,6 @@ class BayesTransfer(TransferModel):
         if meta.get("format") != FORMAT or meta.get("kind") != "bayes":
             raise DataFileError(f"'{path}' is a netCDF file but not a smpstats Bayesian model.")
         idx = meta["model"]["index"]
-        index = _Index(idx["families"], idx["configs"], idx["config_family"])
+        index = _Index.from_dict(idx)
         idata.posterior.attrs.pop("smpstats", None)
         return cls(idata, index, meta["model"]["info"])

@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--trials", type=int, default=40, help="trials per block")
     d.add_argument("--seed", type=int, default=0, help="root seed")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    d.add_argument("--bayes", action="store_true",
+                   help="also fit and check the Bayesian transfer models (PyMC compiles on first use: minutes)")
     return parser
 
 
@@ -526,7 +528,7 @@ def _cmd_blocks(args, parser) -> int:
 def _cmd_demo(args, parser) -> int:
     from .demo import run_demo
 
-    report = run_demo(args.out, n_trials=args.trials, seed=args.seed, progress=not args.no_progress)
+    report = run_demo(args.out, n_trials=args.trials, seed=args.seed, progress=not args.no_progress, bayes=args.bayes)
     print(f"report written to {report}")
     return 0
 

@@ -70,12 +70,17 @@ class SBCResult:
         return "\n".join([head, u.to_string(index=False, float_format=lambda v: f"{v:.3f}")])
 
 
-def _scalar_columns(prior: Any, families: list[str]) -> list[tuple[str, str, Any]]:
+def _scalar_columns(prior: Any) -> list[tuple[str, str, dict[str, str]]]:
+    """(label, variable, selection) of every scalar in :data:`SBC_PARAMETERS` (one per family)."""
     cols = []
     for name in SBC_PARAMETERS:
+        if name not in prior:
+            continue
         arr = prior[name]
-        if "family" in arr.dims:
-            cols += [(f"{name}[{f}]", name, {"family": f}) for f in families]
+        fam_dims = [d for d in arr.dims if d.startswith("family")]
+        if fam_dims:
+            dim = fam_dims[0]
+            cols += [(f"{name}[{f}]", name, {dim: str(f)}) for f in arr[dim].values]
         else:
             cols.append((name, name, {}))
     return cols
@@ -124,7 +129,7 @@ def sbc(samples: pd.DataFrame, n_sims: int = 100, *, n_ranks: int = 99, tune: in
         prior = pm.sample_prior_predictive(draws=n_sims, model=model, random_seed=seed)
     compiled = nutpie.compile_pymc_model(model)
     theory = design.loc[design["y"] > 0, "theory"].to_numpy()
-    cols = _scalar_columns(prior.prior, index.families)
+    cols = _scalar_columns(prior.prior)
     per_chain = 2 * (n_ranks + 1) // chains + 1
     ranks = []
     for i in tqdm(range(n_sims), desc="SBC fits", disable=not progress):

@@ -43,13 +43,18 @@ def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, dra
     log_c_new = np.asarray(c_new, float) + jitter[0]
     post = {"a_new": const(0.0, (nf,)), "a_car": const(0.0, (nf,)), "tau_new": const(tau), "tau_car": const(tau),
             "log_c_new": log_c_new, "log_c_car": const(0.0, (nc,)), "d": const(np.log(shape), (nf,)),
-            "tau_d": const(0.01), "log_phi_c": np.log(shape) + 10 * jitter[1], "h0": const(-30.0, (nf,))}
-    dims = {"a_new": ["family"], "a_car": ["family"], "d": ["family"], "h0": ["family"], "log_c_new": ["config"],
-            "log_c_car": ["config"], "log_phi_c": ["config"]}
+            "tau_d": const(0.01), "log_phi_c": np.log(shape) + 10 * jitter[1], "h0": const(-30.0, (nf,)),
+            "g": const(0.0, (nf,))}
+    assert index.term_configs["new"] == index.term_configs["car"] == index.configs
+    dims = {"a_new": ["family_new"], "a_car": ["family_car"], "d": ["family"], "h0": ["family"],
+            "g": ["family"],
+            "log_c_new": ["config_new"], "log_c_car": ["config_car"], "log_phi_c": ["config"]}
     rng = np.random.default_rng(0)
     stats = {"diverging": np.zeros((chains, draws), bool), "lp": rng.normal(size=(chains, draws))}
     idata = az.from_dict(posterior=post, sample_stats=stats, dims=dims,
-                         coords={"family": index.families, "config": index.configs})
+                         coords={"family": index.families, "config": index.configs, "family_new": index.families,
+                                 "family_car": index.families, "config_new": index.configs,
+                                 "config_car": index.configs})
     idata.add_groups(constant_data=_design_dataset(design))
     info = {"sampler": "test", "draws": draws, "tune": 0, "chains": chains, "seed": 0, "compile_seconds": 0.0,
             "sampling_seconds": 0.0, "n_rows": len(design), "r_hat_max": r_hat, "ess_bulk_min": 1000.0,
@@ -148,8 +153,23 @@ def test_a_real_fit_recovers_the_corrections_and_passes_diagnostics():
     assert model.warnings == (), model.summary()
     post = model.idata.posterior["log_c_new"]
     for cfg, truth in (("maxpool1d(kernel_size=2)", 0.15), ("relu", -0.1)):
-        draws = post.sel(config=cfg).values.ravel()
+        draws = post.sel(config_new=cfg).values.ravel()
         lo, hi = np.quantile(draws, [0.005, 0.995])
         assert lo < truth < hi
     hold = _with_y(_table(150, 11), design_frame(_table(150, 11).assign(smp_out=1.0)), (0.15, -0.1), 200.0, seed=12)
     assert 0.85 <= model.predict(hold, n_draws=1000).coverage(hold["smp_out"], 0.9) <= 0.95
+
+
+@pytest.mark.slow
+def test_sbc_ranks_are_in_range_and_not_grossly_non_uniform():
+    from smpstats.sbc import plot_sbc_ranks, sbc
+
+    df = _table(40, 13)
+    design = design_frame(df.assign(smp_out=1.0))
+    train = _with_y(df, design, (0.0, 0.0), 100.0, seed=14)
+    res = sbc(train, n_sims=20, n_ranks=19, tune=200, seed=3)
+    assert res.ranks.shape[0] == 20
+    assert ((res.ranks >= 0) & (res.ranks <= 19)).all().all()
+    u = res.uniformity(bins=4)
+    assert (u["p_value"] > 1e-4).all(), res.summary()
+    plot_sbc_ranks(res)

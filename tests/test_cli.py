@@ -570,10 +570,11 @@ def test_demo_writes_the_report(capsys, tmp_path):
 
     report = (out_dir / "report.md").read_text()
     for heading in ("# smpstats demo report", "## 1. Which building blocks create nonsmoothness",
-                    "## 2. A small network along a smooth path", "## Next steps"):
+                    "## 2. A small network along a smooth path", "## 4. Per-block transfer models", "## Next steps"):
         assert re.search(rf"^{re.escape(heading)}$", report, re.M), heading
     assert "Each block was simulated 2 times" in report
-    for image in ("sources.png", "refinement.png", "network_output.png"):
+    for image in ("sources.png", "refinement.png", "network_output.png", "transfer_coverage.png",
+                  "transfer_bands_relu.png"):
         assert f"]({image})" in report
         assert (out_dir / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
