@@ -29,6 +29,7 @@ __all__ = [
     "difference_variance",
     "statistic_vector",
     "se_second_difference_variance",
+    "se_fourth_difference_variance",
     "fit_smooth_plus_noise",
     "white_noise_std",
 ]
@@ -94,15 +95,35 @@ def se_second_difference_variance(h: np.ndarray, length_scale: float) -> np.ndar
     return -8.0 * np.expm1(-0.5 * r) + 2.0 * np.expm1(-2.0 * r)
 
 
+def se_fourth_difference_variance(h: np.ndarray, length_scale: float) -> np.ndarray:
+    """Variance of the fourth difference at step ``h`` of a unit-variance squared-exponential process.
+
+    ``E[(2 sin(w h / 2))^8]`` for ``w ~ N(0, 1 / l^2)`` (the spectral form), by Gauss-Hermite
+    quadrature where ``h < 2 l`` (exact for the polynomial small-step regime, ``105 h^8 / l^8``)
+    and by the closed form ``70 - 112 e_1 + 56 e_2 - 16 e_3 + 2 e_4``, ``e_d = exp(-d^2 h^2 / (2 l^2))``,
+    beyond it (no cancellation there). White noise of std sigma gives ``70 sigma^2``.
+    """
+    h = np.asarray(h, dtype=np.float64)
+    ratio = h / length_scale
+    e = [np.exp(-0.5 * (d * ratio) ** 2) for d in range(1, 5)]
+    closed = 70.0 - 112.0 * e[0] + 56.0 * e[1] - 16.0 * e[2] + 2.0 * e[3]
+    nodes, weights = np.polynomial.hermite_e.hermegauss(40)
+    theta = np.multiply.outer(ratio, nodes)                       # w h for w = node / l
+    quad = np.tensordot((2.0 * np.sin(0.5 * theta)) ** 8, weights, axes=([-1], [0])) / np.sqrt(2 * np.pi)
+    return np.where(ratio < 2.0, quad, closed)
+
+
 def fit_smooth_plus_noise(y: np.ndarray, *, length_scales: np.ndarray | None = None):
     """Fit ``V(h) = 6 sigma^2 + s^2 g_SE(h; l)`` to the second-difference variances of each series.
 
     The smooth-plus-noise (null) model: a squared-exponential process of std
     ``s`` and length scale ``l`` (frames) plus white noise of std ``sigma``.
     For each ``l`` on a log grid, ``(sigma^2, s^2)`` is a non-negative
-    least-squares fit in relative error over steps ``h = 1, 2, 3, 4, 5, 6, 8,
-    10, 12, 16, 24, 32, 48, 64`` (those up to ``n_times / 6``); the best
-    ``l`` is kept.
+    least-squares fit in relative error over the second differences at steps
+    ``h = 1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64`` (those up to
+    ``n_times / 6``) and the fourth differences at steps 1 and 2 (``70
+    sigma^2 + s^2 g4_SE(h; l)``, which pin the noise where the smooth part
+    dominates the second differences); the best ``l`` is kept.
 
     Parameters
     ----------
@@ -117,11 +138,21 @@ def fit_smooth_plus_noise(y: np.ndarray, *, length_scales: np.ndarray | None = N
     steps = np.array([h for h in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64) if 6 * h <= n_times] or [1, 2])
     if length_scales is None:
         length_scales = np.geomspace(1.0, max(4.0 * n_times, 8.0), 72)
-    observed = np.stack([difference_variance(y, int(h)) for h in steps], axis=-1)  # (..., n_steps)
-    # Relative-error design per length scale: columns 6 / V_obs and g_SE / V_obs, target 1.
-    a = 6.0 / observed[..., None, :]                                            # (..., 1, n_steps)
-    b = se_second_difference_variance(steps[None, :], length_scales[:, None]) / observed[..., None, :]
-    a = np.broadcast_to(a, b.shape)                                              # (..., n_l, n_steps)
+    # Second differences at every step, and fourth differences at steps 1 and 2: the latter see the
+    # noise (70 sigma^2) under a smooth part that dominates the second differences.
+    fourth = [np.mean(np.diff(y[..., ::h], n=4, axis=-1) ** 2, axis=-1) if h == 1 else
+              np.mean((y[..., 4 * h:] - 4 * y[..., 3 * h:-h] + 6 * y[..., 2 * h:-2 * h] - 4 * y[..., h:-3 * h]
+                       + y[..., :-4 * h]) ** 2, axis=-1) for h in (1, 2)]
+    observed = np.concatenate([np.stack([difference_variance(y, int(h)) for h in steps], axis=-1),
+                               np.stack(fourth, axis=-1)], axis=-1)             # (..., n_rows)
+    noise_gain = np.r_[np.full(steps.size, 6.0), 70.0, 70.0]
+    smooth_gain = np.concatenate([se_second_difference_variance(steps[None, :], length_scales[:, None]),
+                                  se_fourth_difference_variance(np.array([1.0, 2.0])[None, :],
+                                                                length_scales[:, None])], axis=-1)
+    # Relative-error design per length scale: columns gain / V_obs, target 1.
+    a = noise_gain / observed[..., None, :]                                     # (..., 1, n_rows)
+    b = smooth_gain / observed[..., None, :]
+    a = np.broadcast_to(a, b.shape)                                              # (..., n_l, n_rows)
     aa, bb, ab = (a * a).sum(-1), (b * b).sum(-1), (a * b).sum(-1)
     a1, b1 = a.sum(-1), b.sum(-1)
     det = aa * bb - ab**2
@@ -129,7 +160,7 @@ def fit_smooth_plus_noise(y: np.ndarray, *, length_scales: np.ndarray | None = N
         both = (np.stack([(bb * a1 - ab * b1) / det, (aa * b1 - ab * a1) / det], axis=-1))
     only_a = np.stack([a1 / aa, np.zeros_like(a1)], axis=-1)
     only_b = np.stack([np.zeros_like(b1), b1 / bb], axis=-1)
-    n = steps.size
+    n = observed.shape[-1]
 
     def sse(c):
         return n - 2 * (c[..., 0] * a1 + c[..., 1] * b1) + c[..., 0] ** 2 * aa + c[..., 1] ** 2 * bb \

@@ -12,6 +12,7 @@ from smpstats.forensic_stats import (
     STATISTIC_NAMES,
     difference_variance,
     fit_smooth_plus_noise,
+    se_fourth_difference_variance,
     se_second_difference_variance,
     statistic_vector,
     white_noise_std,
@@ -247,3 +248,22 @@ def test_demo_forensic_section_separates_the_network_from_its_smooth_twin(tmp_pa
     assert verdicts["ReLU network"] == "network" and verdicts["GELU twin"] == "smooth"
     assert verdicts["GELU twin + matched noise"] != "network"
     assert (tmp_path / "forensic.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fourth_difference_variance_of_the_se_process():
+    length = 3.0
+    y = sample_se_gp(200_000, 1.0, length, rng=np.random.default_rng(30))
+    for h in (1, 2):
+        d = y[4 * h:] - 4 * y[3 * h:-h] + 6 * y[2 * h:-2 * h] - 4 * y[h:-3 * h] + y[:-4 * h]
+        assert np.mean(d**2) == pytest.approx(se_fourth_difference_variance(h, length), rel=0.05)
+    # Small steps: 105 (h / l)^8 without cancellation; large steps: 70 (white-noise limit).
+    assert se_fourth_difference_variance(1.0, 100.0) == pytest.approx(105e-16, rel=1e-3)
+    assert se_fourth_difference_variance(50.0, 1.0) == pytest.approx(70.0)
+
+
+def test_noise_is_recovered_under_a_dominant_smooth_part():
+    # The smooth part carries ~3000 times the noise power in the frame-step second differences.
+    rng = np.random.default_rng(31)
+    y = 3.0 * sample_se_gp(400, 1.0, 60.0, size=(20, 2), rng=rng) + 1e-5 * rng.standard_normal((20, 2, 400))
+    sigma, _, _ = fit_smooth_plus_noise(y)
+    assert np.median(sigma) == pytest.approx(1e-5, rel=0.1)
