@@ -13,7 +13,14 @@ Per block family, on the rows with ``smp_out > 0``:
   family has at least 5 zeros and 5 positives, else a Beta(zeros + 1/2,
   positives + 1/2) probability;
 * quantile regression of ``log(y / theory)`` on ``X`` at 5, 25, 50, 75 and
-  95 % as a distribution-free check (:meth:`RegressionTransfer.predict_quantiles`).
+  95 % as a distribution-free check (:meth:`RegressionTransfer.predict_quantiles`);
+* between-configuration spread, by leave-one-configuration-out: the mean
+  GLM is refitted without each configuration and the root mean square of
+  the left-out configuration's mean ``log(y / predicted mean)`` (less its
+  within-configuration sampling variance) is the spread of a new
+  configuration's effect. Rows of a configuration the fit never saw get a
+  log-normal factor with that spread (one per configuration and draw), so
+  that predictions for new architectures admit that configurations differ.
 
 Predictive draws include parameter uncertainty: each draw takes the mean
 coefficients from their asymptotic normal distribution (and the hurdle's),
@@ -65,6 +72,8 @@ class FamilyRegression:
     quantiles: np.ndarray  # (len(QUANTILES), n_columns)
     n_rows: int
     n_zero: int
+    configs: list[str]
+    config_sd: float
 
     @classmethod
     def fit(cls, family: str, design: pd.DataFrame) -> "FamilyRegression":
@@ -109,14 +118,21 @@ class FamilyRegression:
             hurdle_kind, hurdle, hurdle_cov = "logit", np.asarray(h.params), np.asarray(h.cov_params())
         else:
             hurdle_kind, hurdle, hurdle_cov = "beta", np.array([n_zero + 0.5, pos.sum() + 0.5]), np.zeros((2, 2))
+        config_sd = _leave_one_config_out_sd(d)
         return cls(family, columns, np.asarray(mean_fit.params), np.asarray(mean_fit.cov_params()), np.asarray(gamma),
-                   hurdle_kind, hurdle, hurdle_cov, qs, len(design), n_zero)
+                   hurdle_kind, hurdle, hurdle_cov, qs, len(design), n_zero, sorted(set(design["config"])), config_sd)
 
     def draws(self, design: pd.DataFrame, n_draws: int, rng: np.random.Generator) -> np.ndarray:
         X = _design_matrix(design, self.columns)
         theory = design["theory"].to_numpy(float)
         beta = rng.multivariate_normal(self.beta, self.beta_cov, size=n_draws, method="eigh")  # (n_draws, p)
         mu = theory[:, None] * np.exp(X @ beta.T)  # (n_rows, n_draws)
+        configs = design["config"].astype(str).to_numpy()
+        unseen = ~np.isin(configs, self.configs)
+        if unseen.any() and self.config_sd > 0:
+            _, code = np.unique(configs, return_inverse=True)
+            shift = self.config_sd * rng.standard_normal((code.max() + 1, n_draws))[code]
+            mu = mu * np.where(unseen[:, None], np.exp(shift), 1.0)
         phi = np.exp(X @ self.gamma)[:, None]  # squared coefficient of variation
         shape = 1.0 / phi
         y = rng.gamma(shape, mu / shape, size=mu.shape)
@@ -138,7 +154,8 @@ class FamilyRegression:
         return {"family": self.family, "columns": self.columns, "beta": self.beta.tolist(),
                 "beta_cov": self.beta_cov.tolist(), "gamma": self.gamma.tolist(), "hurdle_kind": self.hurdle_kind,
                 "hurdle": self.hurdle.tolist(), "hurdle_cov": self.hurdle_cov.tolist(),
-                "quantiles": self.quantiles.tolist(), "n_rows": self.n_rows, "n_zero": self.n_zero}
+                "quantiles": self.quantiles.tolist(), "n_rows": self.n_rows, "n_zero": self.n_zero,
+                "configs": self.configs, "config_sd": self.config_sd}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FamilyRegression":
@@ -147,7 +164,30 @@ class FamilyRegression:
         if arr["beta"].shape != (p,) or arr["beta_cov"].shape != (p, p) or arr["quantiles"].shape != (len(QUANTILES), p):
             raise ValueError(f"coefficient shapes do not match the {p} columns of family {d['family']!r}")
         return cls(d["family"], list(d["columns"]), arr["beta"], arr["beta_cov"], arr["gamma"], d["hurdle_kind"],
-                   arr["hurdle"], arr["hurdle_cov"], arr["quantiles"], int(d["n_rows"]), int(d["n_zero"]))
+                   arr["hurdle"], arr["hurdle_cov"], arr["quantiles"], int(d["n_rows"]), int(d["n_zero"]),
+                   [str(c) for c in d["configs"]], float(d["config_sd"]))
+
+
+def _leave_one_config_out_sd(d: pd.DataFrame) -> float:
+    """Spread (log scale) of a new configuration's effect: refit without each config, score it (see module doc)."""
+    import statsmodels.api as sm
+
+    configs = d["config"].to_numpy()
+    if len(set(configs)) < 2:
+        return 0.0
+    family = sm.families.Gamma(sm.families.links.Log())
+    sq = []
+    for c in sorted(set(configs)):
+        rest, left = d[configs != c], d[configs == c]
+        cols = _varying(rest)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = sm.GLM(rest["y"].to_numpy(float), _design_matrix(rest, cols), family=family,
+                         offset=np.log(rest["theory"].to_numpy(float))).fit()
+        pred = _design_matrix(left, cols) @ res.params + np.log(left["theory"].to_numpy(float))
+        r = np.log(left["y"].to_numpy(float)) - pred
+        sq.append(r.mean() ** 2 - r.var(ddof=1) / len(r) if len(r) > 1 else r.mean() ** 2)
+    return float(np.sqrt(max(np.mean(sq), 0.0)))
 
 
 class RegressionTransfer(TransferModel):
@@ -199,5 +239,5 @@ class RegressionTransfer(TransferModel):
             se = np.sqrt(np.diag(r.beta_cov))
             for c, b, s, g in zip(r.columns, r.beta, se, r.gamma):
                 rows.append({"family": f, "term": c, "mean_coef": b, "mean_se": s, "dispersion_coef": g,
-                             "n_rows": r.n_rows, "n_zero": r.n_zero})
+                             "config_sd": r.config_sd, "n_rows": r.n_rows, "n_zero": r.n_zero})
         return pd.DataFrame(rows)
