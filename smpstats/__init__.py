@@ -19,6 +19,7 @@ Main entry points (imported lazily, so ``import smpstats`` is cheap):
 - :func:`block_samples` — training and held-out samples of block families over configurations.
 - :func:`fit`, :func:`load_model` — per-block transfer models (theory, regression, Bayesian) with ``predict``.
 - :func:`check` — coverage, CRPS, PIT, LOO of a transfer model on held-out samples.
+- :func:`predict_chain` — per-stage predictive SMP of a chain (mean-field moments + transfer models).
 - :func:`assess` — forensic assessment of a trajectory: piecewise-linear network or smooth plus noise?
 """
 
@@ -60,6 +61,8 @@ _EXPORTS = {
     "load_model": "transfer",
     "TransferModel": "transfer",
     "Predictive": "predictive",
+    "predict_chain": "chain_prediction",
+    "ChainPrediction": "chain_prediction",
     "check": "checks",
     "CheckReport": "checks",
     "assess": "forensics",

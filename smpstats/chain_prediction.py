@@ -1,0 +1,171 @@
+"""Predictive distributions of SMP for chains of blocks (DESIGN §7).
+
+:func:`predict_chain` pushes the state of a layer (mean, pooled std and RMS
+slope of its signals, and its SMP per unit) through a chain, block by block,
+by Monte Carlo: each draw is one network of the init family on one input of
+the input family (the input's parameters drawn as :func:`smpstats.simulate`
+draws them per trial). The moments follow the mean-field rules of
+:mod:`smpstats.mean_field`; the SMP after each block comes from a transfer
+model: the theory (fast analytic mode) or a fitted model from
+:func:`smpstats.fit` (statistical mode, with parameter and trial-to-trial
+uncertainty, one independent predictive draw per Monte Carlo draw).
+
+What it cannot do yet: read the chain from a torch module, use given
+(trained) weights, or ship fitted models for the standard blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._validation import check_int
+from .errors import InputError
+from .predictive import Predictive
+
+__all__ = ["predict_chain", "ChainPrediction"]
+
+
+@dataclass(frozen=True)
+class ChainPrediction:
+    """Per-stage predictive distributions of output SMP per unit.
+
+    Attributes
+    ----------
+    spec : str
+        The chain.
+    kind : str
+        "theory" or the fitted model's tier.
+    stages : pandas.DataFrame
+        One row per stage: ``stage``, ``block``, ``block_spec``, and the mean
+        predicted input moments ``mu_in``, ``sigma_pool_in``, ``sigma_dot_in``.
+    predictive : tuple of Predictive
+        One per stage, each with one row and ``n_draws`` draws.
+    warnings : tuple of str
+        Caveats of the model used.
+    """
+
+    spec: str
+    kind: str
+    stages: pd.DataFrame
+    predictive: tuple[Predictive, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def draws(self) -> np.ndarray:
+        """All stages' draws, shape (n_stages, n_draws)."""
+        return np.vstack([p.draws for p in self.predictive])
+
+    def to_frame(self, probs: tuple[float, ...] = (0.5, 0.9)) -> pd.DataFrame:
+        """One row per stage: block and predictive mean, std, median and central intervals of SMP per unit."""
+        frames = [p.to_frame(probs) for p in self.predictive]
+        pred = pd.concat(frames, ignore_index=True)
+        return pd.concat([self.stages[["stage", "block", "block_spec"]].reset_index(drop=True), pred], axis=1)
+
+    def summary(self) -> str:
+        head = f"Predicted SMP per unit along the path ({self.kind}) for {self.spec}:"
+        lines = [head, self.to_frame().to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+        lines += [f"WARNING: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _input_draws(family: Any, n_draws: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    from .inputs import KinkedInputs, SmoothInputs
+
+    if not isinstance(family, SmoothInputs):
+        raise InputError(
+            f"predict_chain needs a smooth or kinked input family (Gaussian-process inputs); got {type(family).__name__}."
+        )
+    p = [family._draw_params(rng) for _ in range(n_draws)]
+    out = {k: np.array([d[k] for d in p]) for k in ("mu", "sigma", "sigma_dot")}
+    out["smp"] = np.zeros(n_draws)
+    if isinstance(family, KinkedInputs):
+        rate = np.array([np.exp(rng.uniform(*np.log(family.kink_rate))) for _ in range(n_draws)])
+        jump = np.array([np.exp(rng.uniform(*np.log(family.jump_ratio))) for _ in range(n_draws)]) * out["sigma_dot"]
+        out["smp"] = rate * family.length * jump * np.sqrt(2 / np.pi)  # E sum |J| over the path
+    return out
+
+
+def predict_chain(
+    spec: Any,
+    *,
+    input_shape: Any = None,
+    path: Any = "smooth",
+    model: Any = "theory",
+    n_draws: int = 1000,
+    seed: int = 0,
+    n_points: int = 512,
+    init: str = "kaiming",
+) -> ChainPrediction:
+    """Predict the SMP per unit after every stage of a chain, with its predictive distribution.
+
+    Parameters
+    ----------
+    spec : str
+        Chain spec, as for :func:`smpstats.simulate`.
+    input_shape : tuple of int, optional
+        Shape of one input (default as in simulate).
+    path : {"smooth", "kinked"} or InputFamily, default="smooth"
+        Input family; its per-trial parameters are drawn per Monte Carlo draw.
+    model : "theory" or TransferModel, default="theory"
+        "theory": analytic mode (mean-field moments and the theory's SMP;
+        the spread comes only from the input family). A model from
+        :func:`smpstats.fit` or :func:`smpstats.load_model` adds its
+        parameter and trial-to-trial uncertainty.
+    n_draws : int, default=1000
+        Monte Carlo draws.
+    seed : int, default=0
+        Seed of the draws.
+    n_points : int, default=512
+        Grid points the statistical models assume (their resolution covariate).
+    init : {"kaiming", "xavier", "normal"}, default="kaiming"
+        Chain-wide weight init family.
+
+    Returns
+    -------
+    ChainPrediction
+    """
+    from .blocks import build_chain
+    from .inputs import as_input_family
+    from .mean_field import propagate_moments
+    from .simulation import _default_input_shape, _stage_columns
+    from .theory_terms import theory_terms
+    from .transfer import TransferModel
+
+    n_draws = check_int(n_draws, "n_draws", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    if not (isinstance(model, str) and model == "theory") and not isinstance(model, TransferModel):
+        raise InputError(f"model must be 'theory' or a fitted TransferModel (smpstats.fit); got {model!r}.")
+    if input_shape is None:
+        input_shape = _default_input_shape(spec)
+    chain = build_chain(spec, input_shape, init=init)
+    family = as_input_family(path)
+    rng = np.random.default_rng(seed)
+    state = _input_draws(family, n_draws, rng)
+    mu, sigma, sigma_dot, smp = state["mu"], state["sigma"], state["sigma_dot"], state["smp"]
+    length = float(family.length)
+    dt = length / (n_points - 1)
+    stage_rows, predictive = [], []
+    prev_spec = ""
+    for cols in _stage_columns(chain):
+        rows = pd.DataFrame({**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma, "sigma_dot_in": sigma_dot,
+                             "smp_in": smp, "path_length": length, "dt": dt, "prev_block_spec": prev_spec})
+        if isinstance(model, TransferModel):
+            # row i takes draw i: every Monte Carlo draw gets its own parameter and noise draw
+            draws = model.predict(rows, n_draws=n_draws, seed=int(rng.integers(2**63))).draws
+            smp_out = draws[np.arange(n_draws), np.arange(n_draws)]
+        else:
+            smp_out = theory_terms(rows)["theory"].to_numpy()
+        stage_rows.append({"stage": cols["stage"], "block": cols["block"], "block_spec": cols["block_spec"],
+                           "mu_in": mu.mean(), "sigma_pool_in": sigma.mean(), "sigma_dot_in": sigma_dot.mean()})
+        predictive.append(Predictive(smp_out[None, :], kind="theory" if isinstance(model, str) else model.kind))
+        mu, sigma, sigma_dot = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot)
+        smp = smp_out
+        prev_spec = cols["block_spec"]
+    label = chain.spec if hasattr(chain, "spec") else str(spec)
+    warnings = tuple(getattr(model, "warnings", ()))
+    return ChainPrediction(str(label), "theory" if isinstance(model, str) else model.kind, pd.DataFrame(stage_rows),
+                           tuple(predictive), warnings)

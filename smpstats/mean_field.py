@@ -1,0 +1,111 @@
+"""Mean-field propagation of a layer's signal statistics through blocks (DESIGN §4).
+
+The state of a layer is ``(mu, sigma, sigma_dot)``: the mean over units and
+t, the **pooled** std over units and t (``sigma_pool`` in simulate's tables)
+and the RMS slope. Units are treated as exchangeable Gaussians with those
+moments (a mixture of Gaussians whose means are Gaussian is Gaussian, so the
+pooled description is exact for affine maps of Gaussian inputs). Weights
+are drawn from the block's init family, so the propagation predicts a
+random network of the family (Poole et al., 2016), not a given one.
+
+All functions are vectorised over arrays of states (one per Monte Carlo
+draw).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import theory
+from .errors import InputError
+
+__all__ = ["propagate_moments", "smooth_activation_moments"]
+
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(80)
+_GH_W = _GH_W / _GH_W.sum()
+
+#: Batch-norm running statistics and affine parameters as drawn by smpstats.blocks.
+_BN_E_INV_VAR = math.exp(0.5**2 / 2)  # E[1/running_var], running_var = exp(0.5 Z)
+_BN_E_INV_SD = math.exp(0.25**2 / 2)  # E[running_var^-1/2]
+_BN_GAMMA2 = 1.0 + 0.2**2  # E[gamma^2], gamma ~ N(1, 0.2^2)
+_BN_BETA2 = 0.2**2  # E[beta^2]
+
+
+def _smooth_fn(name: str, beta: float):
+    import torch
+
+    fns = {
+        "gelu": lambda x: torch.nn.functional.gelu(x),
+        "gelu_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+        "silu": torch.nn.functional.silu,
+        "softplus": lambda x: torch.nn.functional.softplus(x, beta=beta),
+        "tanh": torch.tanh,
+    }
+    if name not in fns:
+        raise InputError(f"No moment propagation for activation {name!r}; known: {', '.join(fns)}.")
+    return fns[name]
+
+
+def smooth_activation_moments(name: str, mu, sigma, sigma_dot, *, beta: float = 1.0):
+    """(mean, std, RMS slope) of ``g(X)``, ``X ~ N(mu, sigma**2)``, by 80-point Gauss-Hermite quadrature.
+
+    The slope is ``g'(x) x'`` with ``x'`` independent of ``x`` (stationary
+    Gaussian): ``sigma_dot_out**2 = E[g'(X)**2] sigma_dot**2``.
+    """
+    import torch
+
+    mu, sigma, sigma_dot = (np.asarray(v, dtype=float) for v in (mu, sigma, sigma_dot))
+    x = torch.tensor(mu[..., None] + sigma[..., None] * _GH_X, dtype=torch.float64, requires_grad=True)
+    y = _smooth_fn(name, beta)(x)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    y, g = y.detach().numpy(), grad.numpy()
+    m1 = (y * _GH_W).sum(-1)
+    m2 = (y * y * _GH_W).sum(-1)
+    d2 = (g * g * _GH_W).sum(-1)
+    return m1, np.sqrt(np.maximum(m2 - m1 * m1, 0.0)), np.sqrt(d2) * sigma_dot
+
+
+def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_dot):
+    """Output ``(mu, sigma, sigma_dot)`` of one block for input states (arrays of the same shape).
+
+    Parameters
+    ----------
+    block : str
+        Block name (as in :mod:`smpstats.blocks`).
+    params : mapping
+        The stage's columns from simulate (``sigma_w``, ``sigma_b``,
+        ``window``, ``negative_slope``, ``alpha``, ``beta``, ``approximate``).
+    mu, sigma, sigma_dot : arrays
+        Layer mean, pooled std (>= 0) and RMS slope of the input.
+    """
+    mu, sigma, sigma_dot = (np.asarray(v, dtype=float) for v in (mu, sigma, sigma_dot))
+    sig = np.maximum(sigma, 1e-300)
+    if block in ("linear", "conv1d", "conv2d"):
+        sw, sb = float(params["sigma_w"]), float(params.get("sigma_b", 0.0) or 0.0)
+        # random weights: the units' means spread around 0 with variance sw^2 mu^2, which pools into sigma
+        return np.zeros_like(mu), np.sqrt(sw**2 * (mu**2 + sigma**2) + sb**2), sw * sigma_dot
+    if block == "relu":
+        return tuple(np.asarray(v, float) for v in theory.relu_output_moments(mu, sig, sigma_dot))
+    if block in ("leaky_relu", "prelu"):
+        slope = float(params["negative_slope"] if block == "leaky_relu" else params["alpha"])
+        return tuple(np.asarray(v, float) for v in theory.leaky_relu_output_moments(mu, sig, sigma_dot, slope))
+    if block in ("maxpool1d", "maxpool2d"):
+        k = int(params["window"])
+        return tuple(np.asarray(v, float) for v in theory.max_output_moments(k, mu, sig, sigma_dot))
+    if block in ("avgpool1d", "avgpool2d"):
+        k = float(params["window"])  # independent units: variances shrink by 1/k (an upper bound when correlated)
+        return mu.copy(), sigma / math.sqrt(k), sigma_dot / math.sqrt(k)
+    if block == "batchnorm":
+        mean = _BN_E_INV_SD * mu
+        second = _BN_GAMMA2 * _BN_E_INV_VAR * (sigma**2 + mu**2 + 1.0) + _BN_BETA2
+        return mean, np.sqrt(np.maximum(second - mean**2, 0.0)), math.sqrt(_BN_GAMMA2 * _BN_E_INV_VAR) * sigma_dot
+    if block in ("gelu", "silu", "softplus", "tanh"):
+        name = "gelu_tanh" if block == "gelu" and str(params.get("approximate", "none")) == "tanh" else block
+        beta = float(params.get("beta", 1.0) or 1.0) if block == "softplus" else 1.0
+        return smooth_activation_moments(name, mu, sig, sigma_dot, beta=beta)
+    if block == "flatten":
+        return mu.copy(), sigma.copy(), sigma_dot.copy()
+    raise InputError(f"No moment propagation for block {block!r}.")

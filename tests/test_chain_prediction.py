@@ -1,0 +1,83 @@
+"""Chain predictions: mean-field moments and per-stage SMP against fine-grid simulations."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import smpstats
+from smpstats.chain_prediction import predict_chain
+from smpstats.errors import InputError
+from smpstats.inputs import SmoothInputs
+from smpstats.mean_field import propagate_moments, smooth_activation_moments
+
+FAMILY = SmoothInputs(mu=0.3, sigma=1.0, length_scale=0.15)
+SPEC = "linear(out_features=8) | relu | linear(out_features=8) | relu"
+
+
+def test_smooth_activation_moments_match_monte_carlo():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.4, 1.3, 400000)
+    m, s, d = smooth_activation_moments("tanh", 0.4, 1.3, 2.0)
+    y = np.tanh(x)
+    assert m == pytest.approx(y.mean(), abs=3e-3)
+    assert s == pytest.approx(y.std(), abs=3e-3)
+    assert d == pytest.approx(2.0 * np.sqrt(np.mean((1 - y**2) ** 2)), rel=3e-3)
+
+
+def test_affine_moments_match_random_weights():
+    rng = np.random.default_rng(1)
+    fan_in, sw = 64, np.sqrt(2)
+    x = rng.normal(0.5, 1.2, size=(20000, fan_in))
+    w = rng.normal(0, sw / np.sqrt(fan_in), size=(fan_in, 200))
+    y = x @ w
+    mu, sigma, _ = propagate_moments("linear", {"sigma_w": sw, "sigma_b": 0.0}, 0.5, 1.2, 1.0)
+    assert mu == 0.0
+    assert sigma == pytest.approx(y.std(), rel=0.05)
+
+
+def test_theory_mode_matches_a_fine_grid_simulation_for_one_hidden_layer():
+    pred = predict_chain(SPEC, input_shape=(8,), path=FAMILY, n_draws=200)
+    sim = smpstats.simulate(SPEC, n_trials=60, seed=3, input_shape=(8,), n_points=4096, path=FAMILY)
+    observed = sim.groupby("stage")["smp_out"].mean().to_numpy()
+    predicted = pred.to_frame()["mean"].to_numpy()
+    assert predicted[0] == observed[0] == 0.0  # an affine map of smooth inputs: no kinks
+    np.testing.assert_allclose(predicted[1:3], observed[1:3], rtol=0.1)  # relu (new kinks), linear (carried)
+    # the mean-field moments of each stage's input
+    np.testing.assert_allclose(pred.stages["sigma_pool_in"][:3], sim.groupby("stage")["sigma_pool_in"].mean()[:3],
+                               rtol=0.08)
+
+
+def test_statistical_mode_adds_uncertainty_and_keeps_the_mean():
+    rng = np.random.default_rng(2)
+    n = 80
+    rows = pd.DataFrame({"block": "relu", "block_spec": "relu", "mu_in": rng.uniform(-1, 1, n),
+                         "sigma_in": rng.uniform(0.5, 2, n), "sigma_dot_in": rng.uniform(3, 30, n),
+                         "smp_in": rng.uniform(0, 20, n), "path_length": 1.0, "dt": 1 / 511})
+    from smpstats.theory_terms import theory_terms
+
+    rows["smp_out"] = theory_terms(rows)["theory"] * rng.gamma(50, 1 / 50, n)
+    lin = rows.assign(block="linear", block_spec="linear(out_features=8)", fan_in=8, sigma_w=np.sqrt(2),
+                      smp_in=rng.uniform(10, 50, n))
+    lin["smp_out"] = theory_terms(lin)["theory"] * rng.gamma(50, 1 / 50, n)
+    model = smpstats.fit(pd.concat([rows, lin], ignore_index=True), kind="regression")
+    theory = predict_chain(SPEC, input_shape=(8,), path=FAMILY, n_draws=400, seed=1)
+    stat = predict_chain(SPEC, input_shape=(8,), path=FAMILY, n_draws=400, seed=1, model=model)
+    t, s = theory.to_frame(), stat.to_frame()
+    assert s["mean"].iloc[1] == pytest.approx(t["mean"].iloc[1], rel=0.1)
+    assert s["std"].iloc[1] > t["std"].iloc[1]
+    assert stat.kind == "regression" and stat.draws.shape == (4, 400)
+
+
+def test_same_seed_same_prediction_and_errors():
+    a = predict_chain("relu", input_shape=(4,), n_draws=50, seed=5)
+    b = predict_chain("relu", input_shape=(4,), n_draws=50, seed=5)
+    np.testing.assert_array_equal(a.draws, b.draws)
+    assert "relu" in a.summary()
+    with pytest.raises(InputError, match="model must be 'theory' or a fitted TransferModel"):
+        predict_chain("relu", model="bayes")
+    with pytest.raises(InputError, match="Gaussian-process inputs"):
+        predict_chain("relu", path="segment")
+    rows = pd.DataFrame({"block": ["relu"] * 10, "mu_in": 0.0, "sigma_in": 1.0, "sigma_dot_in": 5.0, "smp_in": 0.0,
+                         "path_length": 1.0, "dt": 0.002, "smp_out": np.linspace(1, 2, 10)})
+    with pytest.raises(InputError, match="fitted on the block families relu; the inputs contain affine"):
+        predict_chain("linear(out_features=4) | relu", input_shape=(4,), model=smpstats.fit(rows, kind="regression"))
