@@ -23,6 +23,7 @@ odds) at least as large as the observed one. Everything is deterministic given `
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -430,7 +431,10 @@ def assess(
     log_bf = float(log_bf_all[0])
     log_bf_interval = (float(np.quantile(log_bf_all, 0.05)), float(np.quantile(log_bf_all, 0.95)))
 
-    rng = np.random.default_rng([seed, n_frames, n_components, 11])
+    # The bootstrap stream depends on the seed and on the trajectory's (scale- and trend-free)
+    # statistics: different trajectories get independent bootstrap draws, the same one the same.
+    fingerprint = int.from_bytes(hashlib.sha256(np.round(stats, 6).tobytes()).digest()[:8], "little")
+    rng = np.random.default_rng([seed, n_frames, n_components, 11, fingerprint])
     sigma, s, length = fit_smooth_plus_noise(y)
     # Condition the bootstrap on the fitted power of the smooth part at the largest step used by
     # the statistics, where the smooth part is best measured.
