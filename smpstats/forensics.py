@@ -147,7 +147,7 @@ def _classifier(n_times: int, n_components: int, bank_size: int, seed: int) -> _
     return _Classifier(mean, scale, clf.coef, stats, {h: clf.log_bf(s) for h, s in stats.items()})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ForensicReport:
     """Result of :func:`assess`: how strongly a trajectory supports "a piecewise-linear network produced it".
 
@@ -218,6 +218,11 @@ class ForensicReport:
     null_log_bf: np.ndarray = field(repr=False)
     network_log_bf: np.ndarray = field(repr=False)
     trajectory: np.ndarray = field(repr=False)
+
+    def __repr__(self) -> str:
+        return (f"ForensicReport(verdict={self.verdict!r}, posterior_nonsmooth={self.posterior_nonsmooth:.4g}, "
+                f"log_bayes_factor={self.log_bayes_factor:.3f}, p_value_smooth={self.p_value_smooth:.3g}, "
+                f"n_frames={self.n_frames}, n_components={self.n_components})")
 
     @property
     def bayes_factor(self) -> float:
@@ -292,7 +297,8 @@ class ForensicReport:
             f"  verdict: {self.verdict}  (posterior P(network) = {_fmt_prob(self.posterior_nonsmooth)}, "
             f"90% interval {_fmt_prob(plo)} to {_fmt_prob(phi)}, prior odds {self.prior_odds:g})",
             f"  Bayes factor network:smooth = {_fmt(self.bayes_factor)} (90% interval {_fmt(lo)} to {_fmt(hi)}): "
-            f"{strength}",
+            f"{strength}" + (" (at the cap of the simulations: at least this strong)"
+                             if abs(self.log_bayes_factor) >= LOG_BF_CAP else ""),
             f"  p-value under smooth + white noise = {self.p_value_smooth:.3g}",
             f"  noise std (if smooth + noise) = {_fmt_arr(self.noise)}; smooth length scale = "
             f"{_fmt_arr(self.smooth_length_scale)} time units",
@@ -402,6 +408,12 @@ def assess(
     Returns
     -------
     ForensicReport
+
+    Notes
+    -----
+    The first call for a given number of frames, components and seed simulates 1,500
+    trajectories per hypothesis and fits the classifier (a few seconds); later calls reuse them
+    (up to 8 such settings are kept in memory).
     """
     dt = check_step(dt)
     prior_odds = check_real(prior_odds, "prior_odds", minimum=0.0, strict_minimum=True)
