@@ -21,7 +21,7 @@ trial), else 0. The priors are centred on the theory:
 ``h ~ N(-4, 2)``, ``g ~ N(0, 2)``; the scales are shared by all families and have
 boundary-avoiding priors, ``tau_new, tau_car ~ Gamma(2, 10)`` (mean 0.2),
 ``tau_d ~ Gamma(2, 2)``. Config effects are centred (every configuration has
-many rows).
+many rows); a family's only configuration takes the family mean.
 
 A configuration not seen in the fit is predicted with fresh ``z ~ N(0, 1)``
 per draw, i.e. from the population of configurations of its family.
@@ -119,6 +119,27 @@ class _Index:
         return out
 
 
+def _pooled(family_of_config: np.ndarray) -> np.ndarray:
+    """Which configs get their own effect: those whose family has at least two configs.
+
+    A family's only configuration cannot be told apart from its family
+    mean (the data pin down their sum: a ridge the sampler cannot cross
+    cleanly), so its effect is the family mean itself; configurations the fit
+    never saw still draw from the family mean plus the pooled spread.
+    """
+    counts = np.bincount(family_of_config)
+    return counts[family_of_config] >= 2
+
+
+def _config_effects(name: str, mean, scale, pooled: np.ndarray, dims: str):
+    """Config effects ~ N(mean, scale^2) (centred; the family mean for a lone config), kept as ``name``."""
+    import pymc as pm
+
+    # lone configs get a standard-normal placeholder that nothing uses (it samples trivially)
+    raw = pm.Normal(f"{name}_raw", pm.math.where(pooled, mean, 0.0), pm.math.where(pooled, scale, 1.0), dims=dims)
+    return pm.Deterministic(name, pm.math.where(pooled, raw, mean), dims=dims)
+
+
 def build_model(design: pd.DataFrame, index: "_Index"):
     """The PyMC model of the module doc for a design frame with ``y`` (all configs known)."""
     import pymc as pm
@@ -143,14 +164,14 @@ def build_model(design: pd.DataFrame, index: "_Index"):
                                    for c in index.term_configs[t]])
             a_t = pm.Normal(f"a_{t}", 0.0, 0.5, dims=f"family_{t}")
             tau_t = pm.Gamma(f"tau_{t}", alpha=2.0, beta=10.0)
-            log_c = pm.Normal(f"log_c_{t}", a_t[fam_of_cfg], tau_t, dims=f"config_{t}")
+            log_c = _config_effects(f"log_c_{t}", a_t[fam_of_cfg], tau_t, _pooled(fam_of_cfg), f"config_{t}")
             # configs without this term have it 0 in every row: any index gives a zero product
             mu = mu + pm.math.exp(log_c[np.maximum(a[f"cfg_{t}"][pos], 0)]) * a[t][pos]
         chained = np.array([_is_chained(c) for c in index.configs], dtype=float)
         d = pm.Normal("d", 4.0, 2.0, dims="family")
         g = pm.Normal("g", 0.0, 2.0, dims="family")
         tau_d = pm.Gamma("tau_d", alpha=2.0, beta=2.0)
-        log_phi_c = pm.Normal("log_phi_c", d[cfam] + g[cfam] * chained, tau_d, dims="config")
+        log_phi_c = _config_effects("log_phi_c", d[cfam] + g[cfam] * chained, tau_d, _pooled(cfam), "config")
         h0 = pm.Normal("h0", -4.0, 2.0, dims="family")
         phi = pm.math.exp(log_phi_c[a["cfg"][pos]])
         # Observations as data containers, so that a compiled model can be refitted to new data (SBC).
