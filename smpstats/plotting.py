@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_sources", "plot_kinks", "plot_refinement"]
+__all__ = ["plot_sources", "plot_kinks", "plot_refinement", "plot_chain_prediction"]
 
 
 def _pyplot():
@@ -123,6 +123,28 @@ def plot_refinement(table):
     ax.set_xlabel("grid points along the path")
     ax.set_ylabel("SMP summed over output components")
     ax.set_title("Grid estimate against the step")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_chain_prediction(prediction):
+    """Predicted SMP per unit after each stage of a chain: median, 50 % and 90 % intervals (log scale)."""
+    plt = _pyplot()
+    frame = prediction.to_frame()
+    x = np.arange(len(frame))
+    positive = frame["upper_90"] > 0
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(frame) + 2), 4))
+    ax.vlines(x[positive], frame["lower_90"][positive], frame["upper_90"][positive], color="C0", lw=2, alpha=0.4,
+              label="90 % interval")
+    ax.vlines(x[positive], frame["lower_50"][positive], frame["upper_50"][positive], color="C0", lw=6, alpha=0.8,
+              label="50 % interval")
+    ax.plot(x[positive], frame["median"][positive], "o", color="k", ms=4, label="median")
+    ax.set_yscale("log")
+    ax.set_xticks(x, [f"{s}. {b}" for s, b in zip(frame["stage"], frame["block"])], rotation=30, ha="right",
+                  fontsize=8)
+    ax.set_ylabel("output SMP per unit")
+    ax.set_title(f"Predicted SMP per stage ({prediction.kind}); stages with SMP 0 not drawn", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -64,3 +64,19 @@ def test_check_errors_are_specific(capsys, tmp_path):
     code, _, err = run(capsys, "fit", hold, "--out", tmp_path / "m.json")
     assert code == 2 and "error:" in err
     assert not (tmp_path / "m.json").exists()
+
+
+def test_predict_prints_json_and_writes_a_figure(capsys, tmp_path):
+    fig = tmp_path / "p.png"
+    spec = "linear(out_features=8)|relu|linear(out_features=8)"
+    code, out, _ = run(capsys, "predict", spec, "--input-shape", "8", "--draws", "200", "--json", "--figure", fig)
+    assert code == 0
+    doc = json.loads(out)
+    assert [s["block"] for s in doc["stages"]] == ["linear", "relu", "linear"]
+    assert doc["stages"][0]["mean"] == 0.0 and doc["stages"][1]["mean"] > 0
+    assert doc["stages"][1]["lower_90"] <= doc["stages"][1]["median"] <= doc["stages"][1]["upper_90"]
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, _ = run(capsys, "predict", "relu", "--input-shape", "4", "--draws", "50")
+    assert code == 0 and "Predicted SMP per unit" in out
+    code, _, err = run(capsys, "predict", "relu", "--draws", "0")
+    assert code == 2 and "--draws" in err
