@@ -109,13 +109,15 @@ class _Index:
         """Codes per row (-1 where unknown): family, config, and per term its config and family."""
         fam = design["family"].map({f: i for i, f in enumerate(self.families)}).to_numpy().astype(np.int64)
         cfgs = design["config"].astype(str).to_numpy()
-        out = {"fam": fam, "cfg": np.array([self.configs.index(c) if c in self.configs else -1 for c in cfgs]),
+        code = {c: i for i, c in enumerate(self.configs)}
+        out = {"fam": fam, "cfg": np.array([code.get(c, -1) for c in cfgs], dtype=np.int64),
                "new": design["theory_new"].to_numpy(float), "car": design["theory_carried"].to_numpy(float)}
         fams = design["family"].to_numpy()
         for t in _TERMS:
-            cs, fs = self.term_configs[t], self.term_families[t]
-            out[f"cfg_{t}"] = np.array([cs.index(c) if c in cs else -1 for c in cfgs], dtype=np.int64)
-            out[f"fam_{t}"] = np.array([fs.index(f) if f in fs else -1 for f in fams], dtype=np.int64)
+            cs = {c: i for i, c in enumerate(self.term_configs[t])}
+            fs = {f: i for i, f in enumerate(self.term_families[t])}
+            out[f"cfg_{t}"] = np.array([cs.get(c, -1) for c in cfgs], dtype=np.int64)
+            out[f"fam_{t}"] = np.array([fs.get(f, -1) for f in fams], dtype=np.int64)
         return out
 
 

@@ -89,6 +89,25 @@ def _input_draws(family: Any, n_draws: int, rng: np.random.Generator) -> dict[st
     return out
 
 
+#: Rows predicted together by :func:`_one_draw_per_row` (cost grows with rows x block).
+_PAIR_BLOCK = 64
+
+
+def _one_draw_per_row(model: Any, rows: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+    """One predictive draw per row, each with its own parameter draw.
+
+    ``predict`` shares each parameter draw across rows; taking row i's draw i
+    within blocks of rows gives every row an independent one at a cost of
+    ``len(rows) * _PAIR_BLOCK`` draws rather than ``len(rows)**2``.
+    """
+    out = np.empty(len(rows))
+    for start in range(0, len(rows), _PAIR_BLOCK):
+        block = rows.iloc[start:start + _PAIR_BLOCK]
+        draws = model.predict(block, n_draws=len(block), seed=int(rng.integers(2**63))).draws
+        out[start:start + len(block)] = np.diagonal(draws)
+    return out
+
+
 def predict_chain(
     spec: Any,
     *,
@@ -128,7 +147,7 @@ def predict_chain(
     -------
     ChainPrediction
     """
-    from .blocks import build_chain
+    from .blocks import build_chain, format_spec
     from .inputs import as_input_family
     from .mean_field import propagate_moments
     from .simulation import _default_input_shape, _stage_columns
@@ -154,9 +173,7 @@ def predict_chain(
         rows = pd.DataFrame({**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma, "sigma_dot_in": sigma_dot,
                              "smp_in": smp, "path_length": length, "dt": dt, "prev_block_spec": prev_spec})
         if isinstance(model, TransferModel):
-            # row i takes draw i: every Monte Carlo draw gets its own parameter and noise draw
-            draws = model.predict(rows, n_draws=n_draws, seed=int(rng.integers(2**63))).draws
-            smp_out = draws[np.arange(n_draws), np.arange(n_draws)]
+            smp_out = _one_draw_per_row(model, rows, rng)
         else:
             smp_out = theory_terms(rows)["theory"].to_numpy()
         stage_rows.append({"stage": cols["stage"], "block": cols["block"], "block_spec": cols["block_spec"],
@@ -165,7 +182,6 @@ def predict_chain(
         mu, sigma, sigma_dot = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot)
         smp = smp_out
         prev_spec = cols["block_spec"]
-    label = chain.spec if hasattr(chain, "spec") else str(spec)
     warnings = tuple(getattr(model, "warnings", ()))
-    return ChainPrediction(str(label), "theory" if isinstance(model, str) else model.kind, pd.DataFrame(stage_rows),
+    return ChainPrediction(format_spec([s.spec for s in chain.stages]), "theory" if isinstance(model, str) else model.kind, pd.DataFrame(stage_rows),
                            tuple(predictive), warnings)

@@ -322,6 +322,16 @@ def _read_signals(path: str) -> tuple[np.ndarray, list[str]]:
     return frame.to_numpy(dtype=np.float64), [str(c) for c in frame.columns]
 
 
+def _save_png(fig, path):
+    """Write a figure atomically (Agg backend: the CLI never opens windows); returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .io import save_figure
+
+    return save_figure(fig, path)
+
+
 def _json_default(value):
     """JSON for numpy scalars and arrays (full float64 precision)."""
     if isinstance(value, np.generic):
@@ -434,18 +444,9 @@ def _cmd_forensic(args, parser) -> int:
     signals, names = _read_signals(args.file)
     report = assess(signals, dt=args.dt, prior_odds=args.prior_odds, n_null_sims=args.null_sims, seed=args.seed)
     if args.figure is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         from .forensic_plots import plot_report
-        from .io import atomic_write
 
-        fig = plot_report(report)
-        with atomic_write(args.figure) as fh:
-            fig.savefig(fh, dpi=110, format="png")
-        plt.close(fig)
+        _save_png(plot_report(report), args.figure)
     if args.json:
         out = {"file": args.file, "components": names, **report.to_dict()}
         if args.figure is not None:
@@ -514,22 +515,12 @@ def _cmd_check(args, parser) -> int:
     report = check(model, holdout, n_draws=args.draws, seed=args.seed)
     written = []
     if args.figures is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from .io import atomic_write
         from .transfer_plots import check_figures
 
         folder = Path(args.figures)
         folder.mkdir(parents=True, exist_ok=True)
         for stem, fig in check_figures(report, model).items():
-            target = folder / f"{stem}.png"
-            with atomic_write(target) as fh:
-                fig.savefig(fh, dpi=110, format="png")
-            plt.close(fig)
-            written.append(str(target))
+            written.append(str(_save_png(fig, folder / f"{stem}.png")))
     if args.json:
         print(json.dumps({"model": args.model, **report.to_dict(), "figures": written}, indent=2,
                          default=_json_default))
@@ -551,18 +542,9 @@ def _cmd_predict(args, parser) -> int:
     pred = predict_chain(args.spec, input_shape=args.input_shape, path=args.path, model=model, n_draws=args.draws,
                          seed=args.seed)
     if args.figure is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from .io import atomic_write
         from .plotting import plot_chain_prediction
 
-        fig = plot_chain_prediction(pred)
-        with atomic_write(args.figure) as fh:
-            fig.savefig(fh, dpi=110, format="png")
-        plt.close(fig)
+        _save_png(plot_chain_prediction(pred), args.figure)
     frame = pred.to_frame()
     if args.json:
         print(json.dumps({"spec": pred.spec, "kind": pred.kind, "warnings": list(pred.warnings),

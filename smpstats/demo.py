@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_write, save_samples
+from .io import atomic_write, save_figure, save_samples
 
 __all__ = ["run_demo", "DEMO_CHAIN"]
 
@@ -35,14 +35,6 @@ DEMO_CHAIN = (
     "conv1d(out_channels=8,kernel_size=3)|relu|linear(out_features=3)"
 )
 _DEMO_INPUT_SHAPE = (4, 64)
-
-
-def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_write(path) as fh:
-        fig.savefig(fh, dpi=110, format="png")
-    plt.close(fig)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -82,7 +74,7 @@ def _forensic_section(path, seed: int, out: Path) -> pd.DataFrame:
                      "p_value_smooth": report.p_value_smooth, "fits_smooth": report.fits_smooth,
                      "fits_network": report.fits_network})
         if name == "ReLU network":
-            _save_figure(plot_report(report), out / "forensic.png")
+            save_figure(plot_report(report), out / "forensic.png")
         logger.info("demo: forensic assessment of %s", name)
     return pd.DataFrame(rows)
 
@@ -111,8 +103,8 @@ def _transfer_section(n_trials: int, seed: int, out: Path, bayes: bool, progress
         if kind == "regression":
             model.save(out / "transfer_regression.json")
             for fam in DEMO_FAMILIES:
-                _save_figure(plot_bands(report, fam), out / f"transfer_bands_{fam}.png")
-            _save_figure(plot_coverage(report), out / "transfer_coverage.png")
+                save_figure(plot_bands(report, fam), out / f"transfer_bands_{fam}.png")
+            save_figure(plot_coverage(report), out / "transfer_coverage.png")
         if kind == "bayes":
             model.save(out / "transfer_bayes.nc")
             notes.append(model.summary())
@@ -163,7 +155,7 @@ def run_demo(out_dir: str | Path = "smpstats-demo", *, n_trials: int = 40, seed:
                          "theory_smp", "rel_error", "resolved_out", "creates_smp"]]
     with atomic_write(out / "sources_table.csv") as fh:
         fh.write(table.to_csv(index=False).encode("utf-8"))
-    _save_figure(plot_sources(study), out / "sources.png")
+    save_figure(plot_sources(study), out / "sources.png")
 
     # 2. a small network along a smooth path, at growing resolution
     chain = build_chain(DEMO_CHAIN, _DEMO_INPUT_SHAPE, generator=seed)
@@ -177,7 +169,7 @@ def run_demo(out_dir: str | Path = "smpstats-demo", *, n_trials: int = 40, seed:
                      "kinks_total": int(np.sum(res.smp.n_peaks)), "resolved": bool(np.all(res.resolved))})
         logger.info("demo: measured %s at %d points", DEMO_CHAIN, n_points)
     refinement = pd.DataFrame(rows)
-    _save_figure(plot_refinement(refinement), out / "refinement.png")
+    save_figure(plot_refinement(refinement), out / "refinement.png")
     finest = results[max(results)]
     per_component = finest.to_frame()
     comp = 0
@@ -187,7 +179,7 @@ def run_demo(out_dir: str | Path = "smpstats-demo", *, n_trials: int = 40, seed:
                      label=f"output component {comp}")
     fig.axes[0].set_title(f"{DEMO_CHAIN}\nalong a smooth Gaussian-process path ({max(results)} points)", fontsize=9)
     fig.tight_layout()
-    _save_figure(fig, out / "network_output.png")
+    save_figure(fig, out / "network_output.png")
 
     # 3. forensic assessment of output trajectories
     forensic_table = _forensic_section(path, seed, out)

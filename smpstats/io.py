@@ -31,7 +31,8 @@ import numpy as np
 
 from .errors import DataFileError, InputError
 
-__all__ = ["save_samples", "load_samples", "read_metadata", "atomic_write", "atomic_path", "package_version", "METADATA_KEY"]
+__all__ = ["save_samples", "load_samples", "read_metadata", "atomic_write", "atomic_path", "save_figure", "package_version",
+           "METADATA_KEY"]
 
 #: Key of the smpstats metadata in the Parquet schema metadata.
 METADATA_KEY = b"smpstats"
@@ -199,6 +200,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             pass
         raise
     _fsync_directory(directory)
+
+
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG atomically (:func:`atomic_write`) and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    target = Path(os.fspath(path))
+    try:
+        with atomic_write(target) as fh:
+            fig.savefig(fh, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return target
 
 
 def _file_mode(target: Path) -> int:

@@ -150,11 +150,9 @@ def sbc(samples: pd.DataFrame, n_sims: int = 100, *, n_ranks: int = 99, tune: in
 
 def plot_sbc_ranks(result: SBCResult, bins: int = 10):
     """Rank histograms per parameter with the 99 % band of a uniform histogram."""
-    import matplotlib
+    from .plotting import _pyplot
 
-    if not matplotlib.is_interactive():
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     cols = list(result.ranks.columns)
     ncol = min(5, len(cols))

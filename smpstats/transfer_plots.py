@@ -12,18 +12,9 @@ from typing import Any
 import numpy as np
 
 from .checks import PROBS, CheckReport
+from .plotting import _pyplot as _plt
 
 __all__ = ["plot_bands", "plot_coverage", "plot_pit", "plot_ppc", "plot_loo_pit", "check_figures"]
-
-
-def _plt():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg") and not matplotlib.is_interactive():
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_bands(report: CheckReport, family: str, *, max_points: int = 300):

@@ -81,3 +81,23 @@ def test_same_seed_same_prediction_and_errors():
                          "path_length": 1.0, "dt": 0.002, "smp_out": np.linspace(1, 2, 10)})
     with pytest.raises(InputError, match="fitted on the block families relu; the inputs contain affine"):
         predict_chain("linear(out_features=4) | relu", input_shape=(4,), model=smpstats.fit(rows, kind="regression"))
+
+
+def test_statistical_stage_draws_follow_the_models_predictive_distribution():
+    """With fixed input statistics every Monte Carlo draw sees the same row: the draws must be the model's predictive."""
+    rng = np.random.default_rng(4)
+    n = 120
+    rows = pd.DataFrame({"block": "relu", "block_spec": "relu", "mu_in": rng.uniform(-1, 1, n),
+                         "sigma_in": rng.uniform(0.5, 2, n), "sigma_dot_in": rng.uniform(3, 30, n),
+                         "smp_in": 0.0, "path_length": 1.0, "dt": 1 / 511})
+    from smpstats.theory_terms import theory_terms
+
+    rows["smp_out"] = theory_terms(rows)["theory"] * rng.gamma(20, 1 / 20, n)
+    model = smpstats.fit(rows, kind="regression")
+    fixed = SmoothInputs(mu=0.3, sigma=1.0, length_scale=0.15)
+    chain = predict_chain("relu", input_shape=(4,), path=fixed, n_draws=3000, model=model, seed=2)
+    one = rows.iloc[:1].assign(mu_in=0.3, sigma_in=1.0, sigma_dot_in=1.0 / 0.15, sigma_pool_in=1.0)
+    direct = model.predict(one, n_draws=20000, seed=3)
+    got = chain.predictive[0]
+    assert got.mean()[0] == pytest.approx(direct.mean()[0], rel=0.02)
+    assert got.std()[0] == pytest.approx(direct.std()[0], rel=0.08)
