@@ -210,12 +210,9 @@ def _warnings_from(overall: dict[str, float]) -> tuple[str, ...]:
 def _sample(model, *, draws: int, tune: int, chains: int, seed: int, sampler: str, progress: bool):
     """Sample with nutpie or PyMC; returns (idata, compile_seconds, sampling_seconds, sampler used)."""
     if sampler == "auto":
-        try:
-            import nutpie  # noqa: F401
+        import importlib.util
 
-            sampler = "nutpie"
-        except ImportError:
-            sampler = "pymc"
+        sampler = "nutpie" if importlib.util.find_spec("nutpie") is not None else "pymc"
     t0 = time.perf_counter()
     if sampler == "nutpie":
         import nutpie

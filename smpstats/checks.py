@@ -72,6 +72,8 @@ class CheckReport:
         LOO-PIT values of the training rows (Bayesian tier).
     warnings : list of str
         The fit's warnings and failed targets.
+    predictive : Predictive or None
+        The held-out predictions the scores came from.
     """
 
     kind: str

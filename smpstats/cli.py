@@ -352,8 +352,6 @@ def _is_number(text) -> bool:
 
 
 def _cmd_measure(args, parser) -> int:
-    import pandas as pd
-
     if (args.file is None) == (args.spec is None):
         args.subparser.error("measure needs either FILE or --spec (not both)")
     if args.file is not None:

@@ -21,6 +21,8 @@ Per block family, on the rows with ``smp_out > 0``:
   configuration's effect. Rows of a configuration the fit never saw get a
   log-normal factor with that spread (one per configuration and draw), so
   that predictions for new architectures admit that configurations differ.
+  (Seen configurations have no effect of their own: differences the
+  covariates cannot explain widen the dispersion of every row.)
 
 Predictive draws include parameter uncertainty: each draw takes the mean
 coefficients from their asymptotic normal distribution (and the hurdle's),

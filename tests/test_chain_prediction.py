@@ -101,3 +101,26 @@ def test_statistical_stage_draws_follow_the_models_predictive_distribution():
     got = chain.predictive[0]
     assert got.mean()[0] == pytest.approx(direct.mean()[0], rel=0.02)
     assert got.std()[0] == pytest.approx(direct.std()[0], rel=0.08)
+
+
+@pytest.mark.parametrize("spec, shape", [("batchnorm", (2048, 4)), ("avgpool1d(kernel_size=4)", (8, 256)),
+                                         ("maxpool1d(kernel_size=2)", (8, 256))])
+def test_moment_rules_match_the_torch_blocks(spec, shape):
+    """Mean-field output moments against the real blocks (random init) on i.i.d. Gaussian units."""
+    import torch
+
+    from smpstats.simulation import _stage_columns
+
+    chain = smpstats.build_chain(spec, shape, generator=0)
+    cols = _stage_columns(chain)[0]
+    rng = np.random.default_rng(0)
+    mu, sigma, sigma_dot, dt = 0.4, 1.3, 2.0, 1e-3
+    x = rng.normal(mu, sigma, size=(400, *shape))
+    step = x + dt * rng.normal(0, sigma_dot, size=x.shape)  # a slope per unit, independent of the value
+    with torch.no_grad():
+        y0 = chain.module(torch.from_numpy(x)).numpy()
+        y1 = chain.module(torch.from_numpy(step)).numpy()
+    m, s, d = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot)
+    assert float(m) == pytest.approx(y0.mean(), abs=0.05 * sigma)
+    assert float(s) == pytest.approx(y0.std(), rel=0.06)
+    assert float(d) == pytest.approx(np.sqrt(np.mean(((y1 - y0) / dt) ** 2)), rel=0.06)

@@ -317,3 +317,22 @@ def test_check_reports_calibrated_and_miscalibrated_models():
     assert not theory_report.passed
     assert any("90 % intervals cover" in w for w in theory_report.warnings)
     assert "NOT met" in theory_report.summary()
+
+
+def test_regression_spread_for_unseen_configurations_is_learnt_from_left_out_ones():
+    rng = np.random.default_rng(8)
+    true_sd = 0.25
+    parts = []
+    for k in range(10):
+        df = _rows("relu", 60, rng, spec=f"relu(variant={k})")
+        df["smp_out"] = (theory_terms(df)["theory"] * np.exp(rng.normal(0, true_sd))
+                         * rng.gamma(400, 1 / 400, len(df)))
+        parts.append(df)
+    model = fit(pd.concat(parts[:8], ignore_index=True), kind="regression")
+    assert 0.12 < model.fits["relu"].config_sd < 0.4
+    seen, unseen = parts[0].head(50), parts[9].head(50)
+    width = {}
+    for name, rows in (("seen", seen), ("unseen", unseen)):
+        lo, hi = model.predict(rows, n_draws=2000, seed=1).interval(0.9)
+        width[name] = np.median(np.log(hi / lo))
+    assert width["unseen"] > 1.2 * width["seen"]
