@@ -24,6 +24,7 @@ import pandas as pd
 
 from ._validation import check_int
 from .errors import InputError
+from .kink_state import KinkState
 from .predictive import Predictive
 
 __all__ = ["predict_chain", "ChainPrediction"]
@@ -89,6 +90,33 @@ def _input_draws(family: Any, n_draws: int, rng: np.random.Generator) -> dict[st
     return out
 
 
+_GIVEN_COLUMNS = ("mu", "sigma", "sigma_dot")
+
+
+def _given_inputs(inputs: pd.DataFrame) -> tuple[dict[str, np.ndarray], float]:
+    """Per-draw input parameters from a table: ``mu``, ``sigma``, ``sigma_dot`` (or simulate's ``family_*``
+    columns), optional ``smp``, and one ``path_length``."""
+    out = {}
+    for name in _GIVEN_COLUMNS:
+        col = name if name in inputs.columns else f"family_{name}"
+        if col not in inputs.columns:
+            raise InputError(
+                f"path as a table needs the column {name!r} (or {'family_' + name!r}, as in simulate's tables): one "
+                f"row per draw with the input's mean, std and RMS slope; got columns {list(inputs.columns)}."
+            )
+        out[name] = pd.to_numeric(inputs[col], errors="coerce").to_numpy(dtype=float)
+    out["smp"] = pd.to_numeric(inputs["smp"], errors="coerce").to_numpy(dtype=float) if "smp" in inputs.columns \
+        else np.zeros(len(inputs))
+    if len(inputs) == 0 or not all(np.isfinite(v).all() for v in out.values()):
+        raise InputError("path as a table needs at least one row and finite mu, sigma, sigma_dot and smp.")
+    if (out["sigma"] <= 0).any() or (out["sigma_dot"] < 0).any() or (out["smp"] < 0).any():
+        raise InputError("path as a table needs sigma > 0, sigma_dot >= 0 and smp >= 0 in every row.")
+    lengths = np.unique(inputs["path_length"]) if "path_length" in inputs.columns else np.array([1.0])
+    if len(lengths) != 1 or not lengths[0] > 0:
+        raise InputError(f"path as a table needs one positive path_length for all rows; got {lengths.tolist()}.")
+    return out, float(lengths[0])
+
+
 #: Rows predicted together by :func:`_one_draw_per_row` (cost grows with rows x block).
 _PAIR_BLOCK = 64
 
@@ -106,6 +134,30 @@ def _one_draw_per_row(model: Any, rows: pd.DataFrame, rng: np.random.Generator) 
         draws = model.predict(block, n_draws=len(block), seed=int(rng.integers(2**63))).draws
         out[start:start + len(block)] = np.diagonal(draws)
     return out
+
+
+def _effective_smp_in(kinks: KinkState, cols: dict[str, Any], rows: pd.DataFrame) -> np.ndarray:
+    """Move the kinks through the stage's block; return the input SMP that the per-unit theory must see.
+
+    The transfer models carry input SMP by per-unit rules (``E||w||_1`` for an
+    affine map); the kink state knows how much of it cancels because one
+    kink reaches a unit through many paths. The input SMP is rescaled so that
+    the per-unit rule gives the carried SMP of the kink state.
+    """
+    from . import theory
+    from .theory_terms import theory_terms
+
+    smp_in = rows["smp_in"].to_numpy(dtype=float)
+    per_unit = theory_terms(rows)["theory_carried"].to_numpy()
+    factor = np.divide(per_unit, smp_in, out=np.zeros_like(smp_in), where=smp_in > 0)
+    if cols["block"] in ("maxpool1d", "maxpool2d") and str(rows["prev_block_spec"].iloc[0]).strip() == "relu":
+        # max(relu(x)) = relu(max(x)): the ReLU's own kinks and the older ones pass in different shares
+        pre = theory.relu_preactivation(rows["mu_in"], rows["sigma_pool_in"], rows["sigma_dot_in"])
+        _, pass_new, pass_old = theory.maxpool_after_relu_terms(float(cols["window"]), *pre, rows["path_length"])
+        factor = [pass_new if g.born == cols["stage"] - 1 else pass_old for g in kinks.generations]
+    carried = kinks.carry(cols["block"], cols, cols["out_shape"], factor)
+    per_unit_factor = np.divide(per_unit, smp_in, out=np.zeros_like(smp_in), where=smp_in > 0)
+    return np.divide(carried, per_unit_factor, out=np.zeros_like(smp_in), where=per_unit_factor > 0)
 
 
 def predict_chain(
@@ -127,8 +179,13 @@ def predict_chain(
         Chain spec, as for :func:`smpstats.simulate`.
     input_shape : tuple of int, optional
         Shape of one input (default as in simulate).
-    path : {"smooth", "kinked"} or InputFamily, default="smooth"
-        Input family; its per-trial parameters are drawn per Monte Carlo draw.
+    path : {"smooth", "kinked"}, InputFamily or pandas.DataFrame, default="smooth"
+        Input family; its per-trial parameters are drawn per Monte Carlo
+        draw. A table gives the draws' inputs instead, one row per draw
+        (``n_draws`` is then its length): columns ``mu``, ``sigma``,
+        ``sigma_dot`` (or the ``family_*`` columns of a simulate table, e.g.
+        its stage-1 rows, for predictions matched to simulated trials),
+        optional ``smp`` (input SMP per unit) and ``path_length``.
     model : "theory" or TransferModel, default="theory"
         "theory": analytic mode (mean-field moments and the theory's SMP;
         the spread comes only from the input family). A model from
@@ -161,21 +218,30 @@ def predict_chain(
     if input_shape is None:
         input_shape = _default_input_shape(spec)
     chain = build_chain(spec, input_shape, init=init)
-    family = as_input_family(path)
     rng = np.random.default_rng(seed)
-    state = _input_draws(family, n_draws, rng)
+    if isinstance(path, pd.DataFrame):
+        state, length = _given_inputs(path)
+        n_draws = len(path)
+    else:
+        family = as_input_family(path)
+        state, length = _input_draws(family, n_draws, rng), float(family.length)
     mu, sigma, sigma_dot, smp = state["mu"], state["sigma"], state["sigma_dot"], state["smp"]
-    length = float(family.length)
     dt = length / (n_points - 1)
+    kinks = KinkState(tuple(chain.input_shape), n_draws)
+    kinks.add_new(smp)
     stage_rows, predictive = [], []
     prev_spec = ""
     for cols in _stage_columns(chain):
         rows = pd.DataFrame({**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma, "sigma_dot_in": sigma_dot,
                              "smp_in": smp, "path_length": length, "dt": dt, "prev_block_spec": prev_spec})
+        rows["smp_in"] = _effective_smp_in(kinks, cols, rows)
+        terms = theory_terms(rows)
         if isinstance(model, TransferModel):
             smp_out = _one_draw_per_row(model, rows, rng)
         else:
-            smp_out = theory_terms(rows)["theory"].to_numpy()
+            smp_out = terms["theory"].to_numpy()
+        kinks.add_new(terms["theory_new"].to_numpy(), born=cols["stage"])
+        kinks.rescale(smp_out)
         stage_rows.append({"stage": cols["stage"], "block": cols["block"], "block_spec": cols["block_spec"],
                            "mu_in": mu.mean(), "sigma_pool_in": sigma.mean(), "sigma_dot_in": sigma_dot.mean()})
         predictive.append(Predictive(smp_out[None, :], kind="theory" if isinstance(model, str) else model.kind))

@@ -29,7 +29,7 @@ import torch
 from ._validation import check_int
 from .blocks import INIT_FAMILIES, Chain, Stage, as_block_specs, build_chain
 from .errors import InputError, ResolutionWarning
-from .inputs import InputDraw, InputFamily, SegmentInputs, as_input_family
+from .inputs import InputDraw, InputFamily, KinkedInputs, SegmentInputs, SmoothInputs, as_input_family
 
 __all__ = ["simulate", "trial_seeds", "STAT_COLUMNS"]
 
@@ -226,9 +226,9 @@ def _run_trial(chain: Chain, family: InputFamily, trial: int, trial_seed: int, n
     # Units to measure are drawn from their own stream, so that they never change the inputs or weights.
     unit_rng = np.random.default_rng([trial_seed, _UNIT_STREAM])
     stats_in = _signal_stats(*_units_by_time(draw.x, n_points, max_units, unit_rng), dt=dt)
-    exact = _exact_stage_stats(chain, draw, family.length) if common["method"] == "exact" else None
+    exact = _exact_stage_stats(chain, draw, family) if common["method"] == "exact" else None
     if exact is not None:
-        stats_in.update(smp=0.0, kinks=0.0, resolved=1.0)  # straight segments: no kinks
+        stats_in.update(smp=0.0, kinks=0.0, resolved=1.0)  # a segment or a smooth path: no kinks of its own
     rows = []
     for k, out in enumerate(outs):
         if isinstance(chain.stages[k].module, torch.nn.Flatten):
@@ -343,7 +343,10 @@ def simulate(
     method : {"grid", "exact"}, default="grid"
         SMP measurement: the grid estimator :func:`smpstats.grid.smp`, or
         :func:`smpstats.exact.exact_smp` (every kink, exactly; piecewise-linear
-        blocks on ``path="segment"`` only). Moments come from the grid either way.
+        blocks only): along the segment for ``path="segment"``, along the
+        polyline through the grid points for ``path="smooth"`` (the network's
+        kinks, not the polyline's corners; the grid sets how closely the
+        polyline follows the smooth path). Moments come from the grid either way.
     max_units : int >= 1 or None, default=2048
         Largest number of units whose signals are measured per stage: wider
         stages are measured on a random subset (fixed by the trial seed), which
@@ -431,26 +434,48 @@ def simulate(
     return df
 
 
-def _exact_stage_stats(chain: Chain, draw: InputDraw, length: float) -> list[dict[str, float]]:
-    """Exact mean SMP and kinks per unit after every stage, for straight-segment inputs.
+class _AllStages(torch.nn.Module):
+    """The chain with every stage's output, flattened and concatenated (one exact walk for all stages)."""
 
-    :func:`smpstats.exact.exact_smp` walks ``u`` in [0, 1]; the path runs over
-    ``t = u * length``, so slopes in t, and the SMP, are those in u over ``length``.
+    def __init__(self, chain: Chain):
+        super().__init__()
+        self.stages = torch.nn.ModuleList(s.module for s in chain.stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for module in self.stages:
+            x = module(x)
+            outs.append(x.flatten(1))
+        return torch.cat(outs, dim=1)
+
+
+def _exact_stage_stats(chain: Chain, draw: InputDraw, family: InputFamily) -> list[dict[str, float]]:
+    """Exact mean SMP and kinks per unit after every stage, in one walk of all stages' outputs.
+
+    Straight-segment inputs are walked as one segment (``u`` in [0, 1] over
+    ``t = u * length``: SMP in t is SMP in u over ``length``). Smooth inputs
+    are walked along the polyline through their grid points, segment by
+    segment (SMP in t is the segments' SMP in u over ``dt``): the network's
+    kinks exactly, to O(dt**2) in their positions, without the polyline's
+    own corners, which are not the network's.
     """
     from .exact import exact_smp
 
-    start = draw.start.reshape(chain.input_shape)
-    end = draw.end.reshape(chain.input_shape)
-    stats = []
-    for k in range(len(chain.stages)):
-        prefix = torch.nn.Sequential(*(s.module for s in chain.stages[: k + 1]))
-        result = exact_smp(prefix, start, end, batched=False)
-        stats.append({
-            "smp": float(np.mean(result.value)) / length,
-            "kinks": float(np.mean(result.n_kinks)),
-            "resolved": 1.0,
-            "n_measured": int(np.size(result.value)),
-        })
+    if isinstance(family, SegmentInputs):
+        start, end = draw.start.reshape(1, *chain.input_shape), draw.end.reshape(1, *chain.input_shape)
+        scale = 1.0 / family.length
+    else:
+        x = draw.x.reshape(-1, *chain.input_shape)
+        start, end, scale = x[:-1], x[1:], 1.0 / draw.dt
+    result = exact_smp(_AllStages(chain), start, end, batched=True)
+    smp = np.asarray(result.value).reshape(len(start), -1).sum(axis=0) * scale
+    kinks = np.asarray(result.n_kinks).reshape(len(start), -1).sum(axis=0)
+    stats, offset = [], 0
+    for stage in chain.stages:
+        n = int(np.prod(stage.out_shape))
+        stats.append({"smp": float(smp[offset:offset + n].mean()), "kinks": float(kinks[offset:offset + n].mean()),
+                      "resolved": 1.0, "n_measured": n})
+        offset += n
     return stats
 
 
@@ -458,11 +483,11 @@ def _check_method(method: Any, family: InputFamily) -> str:
     if method == "grid":
         return method
     if method == "exact":
-        if not isinstance(family, SegmentInputs):
+        if isinstance(family, KinkedInputs) or not isinstance(family, (SegmentInputs, SmoothInputs)):
             raise InputError(
-                "method='exact' needs straight-segment inputs (path='segment' or a SegmentInputs family): "
-                f"exact SMP is computed along straight segments; got path family {family.name!r}. "
-                "Use method='grid' for curved input paths."
+                "method='exact' needs straight-segment inputs (path='segment') or smooth Gaussian-process inputs "
+                "(path='smooth', walked along the polyline through the grid points, whose corners are not "
+                f"counted); got path family {family.name!r}. Use method='grid' for inputs with kinks of their own."
             )
         return method
     raise InputError(f"method must be 'grid' or 'exact'; got {method!r}.")

@@ -601,6 +601,60 @@ def maxpool_expected_smp(k, mu, sigma, sigma_dot, length, smp_in=0.0, *, rho=0.0
     return _out(new + smp_in)
 
 
+_RECT_A = np.linspace(-8.0, 8.0, 4001)
+_RECT_CDF = special.ndtr(_RECT_A)
+_RECT_PDF = np.exp(-_RECT_A**2 / 2) / math.sqrt(2 * math.pi)
+_RECT_M = _RECT_A * _RECT_CDF + _RECT_PDF  # E relu(x) / sigma
+_RECT_Q = (_RECT_A**2 + 1) * _RECT_CDF + _RECT_A * _RECT_PDF  # E relu(x)**2 / sigma**2
+
+
+def relu_preactivation(mean, std, sigma_dot):
+    """Invert ReLU's moments: ``(mu, sigma, sigma_dot)`` of the Gaussian ``x`` whose ``relu(x)`` has these.
+
+    ``E relu(x) = sigma m(a)``, ``E relu(x)**2 = sigma**2 q(a)``, ``a = mu / sigma``,
+    with ``m = a Phi(a) + phi(a)`` and ``q = (a**2 + 1) Phi(a) + a phi(a)``;
+    ``mean / std`` is increasing in ``a`` and is inverted on a table of
+    ``a`` in [-8, 8]; the RMS slope of ``relu(x)`` is ``sqrt(Phi(a)) sigma_dot``.
+    Arrays broadcast; ``std`` > 0.
+    """
+    mean, std, sigma_dot = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (mean, std, sigma_dot)))
+    ratio = _RECT_M / np.sqrt(np.maximum(_RECT_Q - _RECT_M**2, 1e-300))
+    a = np.interp(mean / np.maximum(std, 1e-300), ratio, _RECT_A)
+    sigma = mean / np.interp(a, _RECT_A, _RECT_M)
+    return a * sigma, sigma, sigma_dot / np.sqrt(special.ndtr(a))
+
+
+def maxpool_after_relu_terms(k, mu, sigma, sigma_dot, length):
+    r"""SMP terms of ``maxpool(relu(x))`` for ``k`` i.i.d. Gaussian pre-activations ``N(mu, sigma**2)``.
+
+    ``max(relu(x_i)) = relu(max(x_i))``: the output switches between units
+    only where the common value is positive, and a unit's ReLU kink passes
+    only where the other ``k - 1`` units are negative. Returns a tuple
+
+    * ``new``: switching kinks at positive values, ``C(k, 2) T 2 sigma_dot**2
+      / (sqrt 2 sigma sqrt(2 pi)) E[Phi((V - mu)/sigma)**(k-2); V > 0]``,
+      ``V ~ N(mu, sigma**2 / 2)``;
+    * ``pass_new``: share of the ReLU's new kinks (per unit) carried per
+      output unit, ``k Phi(-a)**(k-1)``;
+    * ``pass_old``: share of the older kinks that survived the ReLU carried,
+      ``(1 - Phi(-a)**k) / Phi(a)`` (the current maximum's kinks while it is
+      positive).
+    """
+    k, mu, sigma, sigma_dot, length = np.broadcast_arrays(
+        *(np.asarray(v, dtype=float) for v in (k, mu, sigma, sigma_dot, length)))
+    a = mu / sigma
+    z, w = np.polynomial.hermite_e.hermegauss(64)
+    w = w / w.sum()
+    v = mu[..., None] + sigma[..., None] * z / math.sqrt(2)  # the common value of two crossing units
+    switch = ((special.ndtr(z / math.sqrt(2)) ** np.maximum(k[..., None] - 2, 0)) * (v > 0) * w).sum(-1)
+    pairs = k * (k - 1) / 2
+    new = pairs * length * 2 * sigma_dot**2 / (math.sqrt(2) * sigma * math.sqrt(2 * math.pi)) * switch
+    phi_neg = special.ndtr(-a)
+    pass_new = k * phi_neg ** (k - 1)
+    pass_old = np.divide(1 - phi_neg**k, 1 - phi_neg, out=np.ones_like(a), where=phi_neg < 1)
+    return new, pass_new, pass_old
+
+
 def max_output_moments(k, mu, sigma, sigma_dot=None) -> OutputMoments:
     r"""Mean, std and RMS slope of the maximum of ``k`` i.i.d. ``N(mu, sigma**2)`` inputs.
 

@@ -17,7 +17,9 @@ drawn from its init family:
   statistics from :mod:`smpstats.blocks`' draw): ``E|gamma| E[var^-1/2] S_in``;
 * smooth activations: ``carried = E|g'(X)| S_in`` (no new kinks);
 * ReLU, LeakyReLU, PReLU and max pooling: Kac-Rice and pairwise switching for
-  the new kinks, the surviving inherited kinks carried.
+  the new kinks, the surviving inherited kinks carried; max pooling right
+  after a ReLU (``prev_block_spec == "relu"``) as ``relu(max(x))`` of the
+  Gaussian pre-activations, recovered from the ReLU outputs' moments.
 """
 
 from __future__ import annotations
@@ -94,6 +96,26 @@ def _window(df: pd.DataFrame) -> np.ndarray:
     return w
 
 
+def _after_relu(samples: pd.DataFrame) -> np.ndarray:
+    """Rows whose block follows a ReLU (the ``prev_block_spec`` column)."""
+    if "prev_block_spec" not in samples.columns:
+        return np.zeros(len(samples), dtype=bool)
+    return samples["prev_block_spec"].astype(str).str.strip().eq("relu").to_numpy()
+
+
+def _maxpool_after_relu(k, mu, sigma, sigma_dot, length, smp_in):
+    """(new, carried) of max pooling over ReLU outputs, from the pre-activations behind them.
+
+    The ReLU's new kinks (Kac-Rice on the pre-activations) and the older
+    kinks that survived it pass in different shares (see
+    :func:`smpstats.theory.maxpool_after_relu_terms`).
+    """
+    pre = theory.relu_preactivation(mu, sigma, sigma_dot)
+    new, pass_new, pass_old = theory.maxpool_after_relu_terms(k, *pre, length)
+    relu_new = np.minimum(np.asarray(theory.relu_expected_smp(*pre, length), dtype=float), smp_in)
+    return new, pass_new * relu_new + pass_old * (smp_in - relu_new)
+
+
 def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
     """Expected output SMP per unit of each row's block: new and carried parts.
 
@@ -159,6 +181,9 @@ def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
     split(lambda s, *a: theory._leaky_relu_expected_smp(*a, s), rows("leaky_relu", "prelu"), slope)
     k = _window(samples)
     split(lambda kk, *a: theory.maxpool_expected_smp(kk.astype(int), *a), rows("maxpool1d", "maxpool2d"), k)
+    m = rows("maxpool1d", "maxpool2d") & _after_relu(samples)
+    if m.any():
+        new[m], carried[m] = _maxpool_after_relu(k[m], mu[m], sig[m], sdot[m], length[m], smp_in[m])
 
     m = rows("linear", "conv1d", "conv2d")
     if m.any():

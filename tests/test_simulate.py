@@ -252,9 +252,10 @@ def test_too_few_points_warn():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(method="exact"), "method='exact' needs straight-segment inputs (path='segment' or a SegmentInputs "
-                               "family): exact SMP is computed along straight segments; got path family 'smooth'. "
-                               "Use method='grid' for curved input paths."),
+        (dict(method="exact", path="kinked"),
+         "method='exact' needs straight-segment inputs (path='segment') or smooth Gaussian-process inputs "
+         "(path='smooth', walked along the polyline through the grid points, whose corners are not counted); got "
+         "path family 'kinked'. Use method='grid' for inputs with kinks of their own."),
         (dict(method="fast"), "method must be 'grid' or 'exact'; got 'fast'."),
         (dict(n_trials=0), "n_trials must be an int >= 1; got 0."),
         (dict(seed=-1), "seed must be a non-negative int (or None for a fresh random seed); got -1."),
@@ -369,6 +370,19 @@ def test_segment_inputs_are_straight_and_exact_matches_grid():
     # the grid resolves these few kinks at 8192 points: the two methods agree
     np.testing.assert_allclose(grid["smp_out"], exact["smp_out"], rtol=1e-3, atol=1e-9)
     np.testing.assert_allclose(grid["mu_out"], exact["mu_out"])
+
+
+def test_exact_method_on_smooth_paths_converges_and_matches_a_fine_grid():
+    # along the polyline through the grid points: the network's kinks exactly, not the polyline's corners
+    spec, shape = "linear(out_features=6)|relu|linear(out_features=6)|relu|linear(out_features=3)", (4,)
+    family = SmoothInputs(mu=0.2, sigma=1.0, length_scale=0.2)
+    coarse = simulate(spec, 3, seed=2, input_shape=shape, path=family, method="exact", n_points=257)
+    fine = simulate(spec, 3, seed=2, input_shape=shape, path=family, method="exact", n_points=1025)
+    grid = simulate(spec, 3, seed=2, input_shape=shape, path=family, n_points=16384)
+    assert (coarse.loc[coarse.stage == 1, "smp_out"] == 0).all()  # an affine map of a smooth path: no kinks
+    assert (fine["smp_out"] > 0).sum() >= 9
+    np.testing.assert_allclose(coarse["smp_out"], fine["smp_out"], rtol=0.01, atol=1e-9)
+    np.testing.assert_allclose(grid["smp_out"], fine["smp_out"], rtol=0.02, atol=1e-6)
 
 
 def test_exact_method_rejects_smooth_blocks():

@@ -1,0 +1,263 @@
+"""Kink multiplicity in a chain: how one kink reaches later layers through many paths (DESIGN §7).
+
+A kink created at some layer (a ReLU unit crossing zero, a max-pool switch)
+happens at one time ``t``; after the next affine map it shows in many units
+at that same ``t``, and after the affine map after that, each unit's slope
+jump at ``t`` is a weighted *sum* of those units' jumps, whose random signs
+partly cancel. The per-unit rule of the theory (``E||w||_1 S_in``) adds
+their magnitudes, which is exact for a kink that sits in one input unit and
+over-predicts for a kink spread over many: by about ``sqrt(r)`` for ``r``
+spread components in a receptive field.
+
+:class:`KinkState` therefore describes the kinks of a layer by
+*generation* (the block that created them): the SMP per unit they make up
+(``amount``, one value per Monte Carlo draw) and, for an event born at each
+position of its birth layer (its *origin*), its footprint now: the positions
+it touches (per spatial dimension, exactly, boundaries and strides
+included), the channels it touches (one at birth, all after a conv), the
+share ``fill`` of touched units whose jump is nonzero (ReLU masks, max-pool
+selection) and the relative mean jump ``m1`` of a nonzero unit.
+
+Rules per block, from weights of the init family (entry std ``sigma_e``):
+
+* affine (linear, conv): an output unit whose window holds ``n`` touched
+  units has ``r ~ Binomial(n, fill)`` nonzero components, and its jump is
+  ``N(0, sigma_e**2 sum J_i**2)`` given them: it is nonzero with
+  probability ``1 - (1 - fill)**n`` and then ``E|J'| = sigma_e m1
+  E sqrt(chi2_r)``. A one-hot event gives the theory's L1 rule exactly.
+* average pooling: the same with fixed weights ``1/window`` within a
+  channel (``E|J'| = m1 sqrt(r) / window``).
+* max pooling: the output carries the selected input's jump (each input of
+  a window selected with probability ``1/window``).
+* ReLU masks the inactive units (``fill *= P(x > 0)``); every elementwise
+  block, batch norm and max pooling scale the amount by the theory's
+  carried share (``P(x > 0)``, ``E|g'|``, gains).
+* flatten keeps every footprint, as features.
+
+Spread jumps are treated as Gaussian and independent of the masks (mean
+field); what this misses is reported by the chain study.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+from scipy.special import gammaln
+
+__all__ = ["KinkState", "Generation", "expected_chi"]
+
+
+def expected_chi(r) -> np.ndarray:
+    """``E sqrt(chi2_r)`` for real ``r >= 1`` (``sqrt(2/pi)`` at 1, about ``sqrt(r)`` for large ``r``)."""
+    r = np.maximum(np.asarray(r, dtype=float), 1.0)
+    return math.sqrt(2.0) * np.exp(gammaln((r + 1) / 2) - gammaln(r / 2))
+
+
+def _shape(text: Any) -> tuple[int, ...]:
+    return tuple(int(v) for v in (ast.literal_eval(text) if isinstance(text, str) else text))
+
+
+def _per_dim(value: Any, rank: int, default: int = 1) -> tuple[int, ...]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return (default,) * rank
+    if isinstance(value, str):
+        value = ast.literal_eval(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(int(v) for v in value)
+    return (int(value),) * rank
+
+
+def window_matrix(length_in: int, length_out: int, kernel: int, stride: int, padding: int = 0,
+                  dilation: int = 1) -> np.ndarray:
+    """Taps of a sliding window along one dimension: ``W[i, b] = 1`` when output ``b`` reads input ``i``.
+
+    Shape (length_in, length_out); padded taps (outside the input) are left out.
+    """
+    w = np.zeros((length_in, length_out), dtype=np.int64)
+    for b in range(length_out):
+        for j in range(kernel):
+            i = b * stride - padding + j * dilation
+            if 0 <= i < length_in:
+                w[i, b] += 1
+    return w
+
+
+@dataclass
+class Generation:
+    """Kinks of one origin layer, seen in the current layer.
+
+    Attributes
+    ----------
+    amount : ndarray, shape (n_draws,)
+        Their SMP per unit.
+    touched : list of ndarray of bool, each (n_origins_d, length_d)
+        Per spatial dimension, the positions an event born at each origin
+        position touches (empty for a layer of features).
+    channels : ndarray, shape (n_origins,)
+        Channels (features, once flattened) an event touches at each touched position.
+    fill : ndarray, shape (n_draws, n_origins)
+        Share of the touched units with a nonzero jump.
+    m1 : ndarray, shape (n_draws, n_origins)
+        Mean |jump| of a nonzero unit, relative (only ratios between origins matter).
+    born : int
+        Index of the stage that created them (-1: the input).
+    """
+
+    amount: np.ndarray
+    touched: list[np.ndarray]
+    channels: np.ndarray
+    fill: np.ndarray
+    m1: np.ndarray
+    born: int = -1
+
+    def positions(self) -> np.ndarray:
+        """Touched positions per origin, shape (n_origins,)."""
+        out = np.ones(1)
+        for t in self.touched:
+            out = np.multiply.outer(out, t.sum(axis=1)).reshape(-1)
+        return out
+
+    def mass(self) -> np.ndarray:
+        """Sum of |jumps| over the units of one event, summed over origins (relative), shape (n_draws,)."""
+        return (self.channels * self.positions() * self.fill * self.m1).sum(axis=1)
+
+
+@dataclass
+class KinkState:
+    """The kinks of a layer, by generation (see the module docstring)."""
+
+    shape: tuple[int, ...]
+    n_draws: int
+    generations: list[Generation] = field(default_factory=list)
+
+    @property
+    def total(self) -> np.ndarray:
+        """SMP per unit summed over generations, shape (n_draws,)."""
+        out = np.zeros(self.n_draws)
+        for g in self.generations:
+            out = out + g.amount
+        return out
+
+    def add_new(self, amount, born: int = -1) -> None:
+        """Add kinks created in the current layer by stage ``born`` (each event in one unit), SMP per unit ``amount``."""
+        amount = np.broadcast_to(np.asarray(amount, dtype=float), (self.n_draws,))
+        if not np.any(amount > 0):
+            return
+        touched = [np.eye(n, dtype=bool) for n in self.shape[1:]]
+        n_origins = int(np.prod(self.shape[1:])) if len(self.shape) > 1 else 1
+        self.generations.append(Generation(amount.copy(), touched, np.ones(n_origins),
+                                           np.ones((self.n_draws, n_origins)), np.ones((self.n_draws, n_origins)), born))
+
+    def rescale(self, target) -> None:
+        """Scale all generations so that their total is ``target`` per draw (e.g. a fitted model's draw)."""
+        total = self.total
+        ratio = np.divide(target, total, out=np.zeros_like(total), where=total > 0)
+        for g in self.generations:
+            g.amount = g.amount * ratio
+
+    def carry(self, block: str, params: Mapping[str, Any], out_shape: Any, factor=None) -> np.ndarray:
+        """Move the kinks through one block; returns the carried SMP per unit of its output, shape (n_draws,).
+
+        Parameters
+        ----------
+        block : str
+            Block name.
+        params : mapping
+            The stage's columns (``sigma_w``, ``fan_in``, ``kernel_size``,
+            ``stride``, ``padding``, ``dilation``).
+        out_shape : tuple or str
+            Shape of the block's output (without batch).
+        factor : array or list of arrays, optional
+            Carried share per draw from the theory (``theory_carried /
+            smp_in``), or one such array per generation; needed by the
+            blocks that do not mix units.
+        """
+        out_shape = _shape(out_shape)
+        n_in, n_out = float(np.prod(self.shape)), float(np.prod(out_shape))
+        if block in ("linear", "conv1d", "conv2d", "avgpool1d", "avgpool2d"):
+            for g in self.generations:
+                before = g.mass()
+                self._mix(g, block, params, out_shape)
+                g.amount = g.amount * np.divide(g.mass() / n_out, before / n_in, out=np.zeros_like(before),
+                                                where=before > 0)
+        elif block == "flatten":
+            for g in self.generations:
+                g.channels = g.channels * g.positions()
+                g.touched = []
+        else:
+            if factor is None:
+                raise ValueError(f"carry({block!r}) needs the theory's carried factor")
+            factors = factor if isinstance(factor, list) else [factor] * len(self.generations)
+            for g, factor in zip(self.generations, factors):
+                factor = np.asarray(factor, dtype=float)
+                g.amount = g.amount * factor
+                if block in ("maxpool1d", "maxpool2d"):
+                    self._maxpool(g, params, out_shape)
+                elif block == "relu":
+                    g.fill = g.fill * factor[:, None]  # the surviving share is P(x > 0): inactive units drop out
+        self.shape = out_shape
+        return self.total
+
+    # -- the rules that change the footprint ---------------------------------------------------------------
+
+    def _windows(self, params: Mapping[str, Any], out_shape: tuple[int, ...], pooling: bool) -> list[np.ndarray]:
+        rank = len(self.shape) - 1
+        k = _per_dim(params.get("kernel_size"), rank)
+        stride = _per_dim(params.get("stride"), rank, default=k[0] if pooling else 1)
+        pad = _per_dim(params.get("padding"), rank, default=0)
+        dil = _per_dim(params.get("dilation"), rank)
+        return [window_matrix(l_in, l_out, kk, st, p, d)
+                for l_in, l_out, kk, st, p, d in zip(self.shape[1:], out_shape[1:], k, stride, pad, dil)]
+
+    @staticmethod
+    def _overlap_histogram(g: Generation, windows: list[np.ndarray]):
+        """Yield ``(taps, count)``: per origin, how many outputs hold ``taps`` touched positions in their window."""
+        overlaps = [t.astype(np.int64) @ w for t, w in zip(g.touched, windows)]  # (n_origins_d, length_out_d)
+        hists = [np.stack([(o == v).sum(axis=1) for v in range(int(o.max()) + 1)], axis=1) for o in overlaps]
+        combos = [(1, np.ones(1))]
+        for h in hists:
+            combos = [(taps * v, np.multiply.outer(count, h[:, v]).reshape(-1))
+                      for taps, count in combos for v in range(1, h.shape[1])]
+        return [(taps, count) for taps, count in combos if count.any()], [o > 0 for o in overlaps]
+
+    def _mix(self, g: Generation, block: str, params: Mapping[str, Any], out_shape: tuple[int, ...]) -> None:
+        """Affine maps (weights of std ``sigma_w / sqrt(fan_in)``) and average pooling (weights ``1/window``)."""
+        pooling = block.startswith("avgpool")
+        if block == "linear" or not g.touched and len(self.shape) == 1:
+            combos, touched = [(1, np.ones(len(g.channels)))], []
+        else:
+            combos, touched = self._overlap_histogram(g, self._windows(params, out_shape, pooling))
+        mass = np.zeros_like(g.fill)
+        nonzero = np.zeros_like(g.fill)
+        if pooling:
+            window = float(np.prod(_per_dim(params.get("kernel_size"), len(self.shape) - 1)))
+            channels_out, taps_per_channel = g.channels, 1.0
+        else:
+            sigma_e = float(params["sigma_w"]) / math.sqrt(float(params["fan_in"]))
+            channels_out, taps_per_channel = np.full(len(g.channels), float(out_shape[0])), g.channels
+        fill = np.clip(g.fill, 0.0, 1.0)
+        for taps, count in combos:
+            n = taps * taps_per_channel  # touched units in one output's window, per origin
+            fill_new = 1.0 - (1.0 - fill) ** n
+            r = np.divide(n * fill, fill_new, out=np.ones_like(fill_new), where=fill_new > 0)
+            jump = np.sqrt(r) / window if pooling else sigma_e * expected_chi(r)
+            mass += count * fill_new * jump * g.m1
+            nonzero += count * fill_new
+        g.touched = touched
+        positions = g.positions()
+        g.channels = channels_out
+        g.fill = nonzero / positions
+        g.m1 = np.divide(mass, nonzero, out=np.zeros_like(mass), where=nonzero > 0)
+
+    def _maxpool(self, g: Generation, params: Mapping[str, Any], out_shape: tuple[int, ...]) -> None:
+        """Each output carries the jump of the selected input (any input of its window, equally likely)."""
+        windows = self._windows(params, out_shape, pooling=True)
+        window = float(np.prod([w.sum(axis=0).max() for w in windows]))
+        combos, touched = self._overlap_histogram(g, windows)
+        selected = sum(count * taps for taps, count in combos) / window  # expected touched selections per origin
+        g.touched = touched
+        g.fill = g.fill * selected / g.positions()

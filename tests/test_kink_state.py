@@ -1,0 +1,101 @@
+"""Kink multiplicity: footprints of kink events, their cancellation in affine maps, and max pooling after ReLU."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import smpstats
+from smpstats import theory
+from smpstats.chain_prediction import predict_chain
+from smpstats.inputs import SmoothInputs
+from smpstats.kink_state import KinkState, expected_chi, window_matrix
+from smpstats.theory_terms import theory_terms
+
+FAMILY = SmoothInputs(mu=(-0.3, 0.3), sigma=(0.7, 1.3), length_scale=(0.15, 0.25))
+
+
+def test_expected_chi_and_window_matrix():
+    assert expected_chi(1) == pytest.approx(math.sqrt(2 / math.pi))
+    assert expected_chi(2) == pytest.approx(math.sqrt(math.pi / 2))
+    assert expected_chi(400) == pytest.approx(20, rel=2e-3)
+    w = window_matrix(5, 3, kernel=3, stride=1)  # valid conv: 3 outputs, 3 taps each
+    assert w.sum(axis=0).tolist() == [3, 3, 3] and w.sum(axis=1).tolist() == [1, 2, 3, 2, 1]
+    w = window_matrix(4, 4, kernel=3, stride=1, padding=1)  # padded taps are not inputs
+    assert w.sum(axis=0).tolist() == [2, 3, 3, 2]
+    assert window_matrix(6, 3, kernel=2, stride=2).sum(axis=1).tolist() == [1] * 6
+
+
+def test_a_one_hot_kink_follows_the_l1_rule_and_a_spread_one_cancels():
+    params = {"sigma_w": math.sqrt(2), "fan_in": 16}
+    state = KinkState((16,), n_draws=3)
+    state.add_new(np.full(3, 2.0))
+    carried = state.carry("linear", params, (16,))
+    # one kink in one unit: E||w||_1 per output, the theory's per-unit rule
+    np.testing.assert_allclose(carried, 2.0 * math.sqrt(2) * math.sqrt(2 * 16 / math.pi))
+    # the same kink, now in all 16 units with Gaussian jumps, through a second map: sqrt(16) E|w| not 16 E|w|
+    again = state.carry("linear", params, (16,))
+    expected = carried * math.sqrt(2) / 4 * expected_chi(16)
+    np.testing.assert_allclose(again, expected, rtol=1e-12)
+    assert again[0] < 0.35 * carried[0] * math.sqrt(2) * math.sqrt(2 * 16 / math.pi)
+
+
+def test_conv_footprint_on_a_small_map_counts_boundaries():
+    # a valid conv of a 5-position layer: an event at position p reaches 1, 2, 3, 2, 1 outputs
+    params = {"sigma_w": 1.0, "fan_in": 3, "kernel_size": 3, "stride": 1, "padding": 0, "dilation": 1}
+    state = KinkState((1, 5), n_draws=1)
+    state.add_new([1.0])
+    carried = state.carry("conv1d", params, (1, 3))
+    # per output unit: 3 taps, each a one-hot kink: E|w| * 3 * S_in (interior rule, exact at any size)
+    np.testing.assert_allclose(carried, 3 * math.sqrt(2 / math.pi) / math.sqrt(3))
+    np.testing.assert_array_equal(state.generations[0].positions(), [1, 2, 3, 2, 1])
+
+
+def test_relu_preactivation_inverts_relu_moments():
+    mu, sigma, sdot = np.array([-1.0, 0.0, 0.7]), np.array([0.5, 1.0, 2.0]), np.array([3.0, 1.0, 4.0])
+    out = theory.relu_output_moments(mu, sigma, sdot)
+    back = theory.relu_preactivation(*out)
+    np.testing.assert_allclose(back, (mu, sigma, sdot), rtol=1e-3, atol=1e-4)
+
+
+def test_maxpool_after_relu_matches_exact_simulation():
+    spec = "relu | maxpool1d(kernel_size=2)"
+    sim = smpstats.simulate(spec, 60, seed=4, input_shape=(8, 32), n_points=513,
+                            path=SmoothInputs(mu=0.3, sigma=1.0, length_scale=0.2), method="exact")
+    pool = sim[sim.stage == 2].assign(prev_block_spec="relu")
+    predicted = theory_terms(pool)["theory"].mean()
+    observed = pool["smp_out"].mean()
+    se = pool["smp_out"].std() / np.sqrt(len(pool))
+    assert abs(predicted - observed) < max(3 * se, 0.05 * observed)
+    # the i.i.d. Gaussian rule, which ignores the ReLU's zeros, is far off
+    generic = theory_terms(pool.assign(prev_block_spec=""))["theory"].mean()
+    assert abs(generic - observed) > 0.2 * observed
+
+
+@pytest.fixture(scope="module")
+def deep_mlp():
+    spec = "linear(out_features=16)|relu|linear(out_features=16)|relu|linear(out_features=16)|relu|linear(out_features=8)"
+    sim = smpstats.simulate(spec, 60, seed=5, input_shape=(8,), n_points=513, path=FAMILY, method="exact")
+    return spec, sim
+
+
+def test_matched_chain_prediction_tracks_exact_simulation(deep_mlp):
+    spec, sim = deep_mlp
+    first = sim[sim.stage == 1]
+    pred = predict_chain(spec, input_shape=(8,), path=first)
+    assert pred.draws.shape == (7, 60)
+    observed = sim.groupby("stage")["smp_out"].mean().to_numpy()
+    ratio = pred.draws.mean(axis=1)[1:] / observed[1:]
+    np.testing.assert_allclose(ratio, 1.0, atol=0.15)
+    # per-unit rules alone (every kink counted in every path) over-predict the last affine map by far
+    rows = sim[sim.stage == 7]
+    per_unit = theory_terms(rows)["theory"].mean()
+    assert per_unit > 1.6 * observed[-1]
+
+
+def test_given_inputs_table_errors():
+    with pytest.raises(smpstats.errors.InputError, match="path as a table needs the column 'sigma_dot'"):
+        predict_chain("relu", input_shape=(4,), path=pd.DataFrame({"mu": [0.0], "sigma": [1.0]}))
+    with pytest.raises(smpstats.errors.InputError, match="sigma > 0"):
+        predict_chain("relu", input_shape=(4,), path=pd.DataFrame({"mu": [0.0], "sigma": [0.0], "sigma_dot": [1.0]}))
