@@ -10,8 +10,12 @@ model: the theory (fast analytic mode) or a fitted model from
 :func:`smpstats.fit` (statistical mode, with parameter and trial-to-trial
 uncertainty, one independent predictive draw per Monte Carlo draw).
 
-What it cannot do yet: read the chain from a torch module, use given
-(trained) weights, or ship fitted models for the standard blocks.
+A torch module (an ``nn.Sequential`` or a plain-chain ``forward``) is read
+by :func:`smpstats.chain_reading.read_chain`; its weights are given, not
+drawn, and the moments and carried SMP use their statistics
+(:func:`smpstats.chain_reading.given_weight_columns`).
+
+What it cannot do yet: ship fitted models for the standard blocks.
 """
 
 from __future__ import annotations
@@ -175,8 +179,10 @@ def predict_chain(
 
     Parameters
     ----------
-    spec : str
-        Chain spec, as for :func:`smpstats.simulate`.
+    spec : str or torch.nn.Module
+        Chain spec, as for :func:`smpstats.simulate`, or a module with given
+        (e.g. trained) weights: an ``nn.Sequential`` or a module whose
+        forward is a plain chain (:func:`smpstats.chain_reading.read_chain`).
     input_shape : tuple of int, optional
         Shape of one input (default as in simulate).
     path : {"smooth", "kinked"}, InputFamily or pandas.DataFrame, default="smooth"
@@ -204,7 +210,10 @@ def predict_chain(
     -------
     ChainPrediction
     """
+    from torch import nn
+
     from .blocks import build_chain, format_spec
+    from .chain_reading import given_weight_columns, read_chain
     from .inputs import as_input_family
     from .mean_field import propagate_moments
     from .simulation import _default_input_shape, _stage_columns
@@ -217,7 +226,7 @@ def predict_chain(
         raise InputError(f"model must be 'theory' or a fitted TransferModel (smpstats.fit); got {model!r}.")
     if input_shape is None:
         input_shape = _default_input_shape(spec)
-    chain = build_chain(spec, input_shape, init=init)
+    chain = read_chain(spec, input_shape) if isinstance(spec, nn.Module) else build_chain(spec, input_shape, init=init)
     rng = np.random.default_rng(seed)
     if isinstance(path, pd.DataFrame):
         state, length = _given_inputs(path)
@@ -231,7 +240,8 @@ def predict_chain(
     kinks.add_new(smp)
     stage_rows, predictive = [], []
     prev_spec = ""
-    for cols in _stage_columns(chain):
+    stage_columns = [{**c, **g} for c, g in zip(_stage_columns(chain), given_weight_columns(chain))]
+    for cols in stage_columns:
         rows = pd.DataFrame({**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma, "sigma_dot_in": sigma_dot,
                              "smp_in": smp, "path_length": length, "dt": dt, "prev_block_spec": prev_spec})
         rows["smp_in"] = _effective_smp_in(kinks, cols, rows)

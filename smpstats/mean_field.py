@@ -6,7 +6,10 @@ and the RMS slope. Units are treated as exchangeable Gaussians with those
 moments (a mixture of Gaussians whose means are Gaussian is Gaussian, so the
 pooled description is exact for affine maps of Gaussian inputs). Weights
 are drawn from the block's init family, so the propagation predicts a
-random network of the family (Poole et al., 2016), not a given one.
+random network of the family (Poole et al., 2016); stages whose weights are
+given (a module read by :mod:`smpstats.chain_reading`) use the statistics
+of those weights instead (row sums, row norms and biases; batch-norm gains
+and shifts).
 
 All functions are vectorised over arrays of states (one per Monte Carlo
 draw).
@@ -68,6 +71,54 @@ def smooth_activation_moments(name: str, mu, sigma, sigma_dot, *, beta: float = 
     return m1, np.sqrt(np.maximum(m2 - m1 * m1, 0.0)), np.sqrt(d2) * sigma_dot
 
 
+#: Statistics of given weights (smpstats.chain_reading.given_weight_columns) that replace the init family's.
+_GIVEN_AFFINE = ("w_sq", "rowsum_mean", "rowsum_sq", "rowsum_bias", "b_mean", "sigma_b")
+_GIVEN_BATCHNORM = ("bn_gain_mean", "bn_gain_sq", "bn_shift_mean", "bn_shift_sq", "bn_gain_shift")
+
+
+def _given(params: Mapping[str, Any], names: tuple[str, ...]) -> bool:
+    """The stage's weights are given: all of ``names`` are present and finite."""
+    try:
+        return all(math.isfinite(float(params[k])) for k in names)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _pooled(mu, sigma, sigma_dot, a_mean, a_sq, c_mean, c_sq, ac, v_sq):
+    """Pooled moments of ``y_j = a_j X_j + c_j`` over units ``j`` (a given map of exchangeable inputs).
+
+    Unit ``j`` has mean ``a_j mu + c_j`` and variance ``v_j sigma**2``, where
+    ``a_j`` is the gain on the input mean (an affine row's sum), ``c_j`` the
+    offset and ``v_j`` the gain on the input's variance and slope
+    (``mean_j v_j = v_sq``); the pooled variance is the units' mean
+    variance plus the variance of their means:
+    ``v_sq sigma**2 + mu**2 var(a) + 2 mu cov(a, c) + var(c)``.
+    """
+    mean = a_mean * mu + c_mean
+    spread = mu**2 * (a_sq - a_mean**2) + 2 * mu * (ac - a_mean * c_mean) + (c_sq - c_mean**2)
+    return mean, np.sqrt(np.maximum(v_sq * sigma**2 + spread, 0.0)), math.sqrt(v_sq) * sigma_dot
+
+
+def _given_affine_moments(params: Mapping[str, Any], mu, sigma, sigma_dot):
+    """Given weights: ``y_j = sum_i w_ji x_i + b_j`` with the inputs ``x_i`` independent ``N(mu, sigma**2)``.
+
+    Unit ``j`` has mean ``mu r_j + b_j`` (``r_j`` its row sum) and variance
+    ``sigma**2 ||w_j||**2``; its slope's mean square is ``||w_j||**2
+    sigma_dot**2``.
+    """
+    p = {k: float(params[k]) for k in _GIVEN_AFFINE}
+    b_sq = p["sigma_b"] ** 2 + p["b_mean"] ** 2
+    return _pooled(mu, sigma, sigma_dot, p["rowsum_mean"], p["rowsum_sq"], p["b_mean"], b_sq, p["rowsum_bias"],
+                   p["w_sq"])
+
+
+def _given_batchnorm_moments(params: Mapping[str, Any], mu, sigma, sigma_dot):
+    """Given running statistics: channel ``c`` maps ``x`` to ``g_c x + s_c``, inputs ``N(mu, sigma**2)``."""
+    p = {k: float(params[k]) for k in _GIVEN_BATCHNORM}
+    return _pooled(mu, sigma, sigma_dot, p["bn_gain_mean"], p["bn_gain_sq"], p["bn_shift_mean"], p["bn_shift_sq"],
+                   p["bn_gain_shift"], p["bn_gain_sq"])
+
+
 def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_dot):
     """Output ``(mu, sigma, sigma_dot)`` of one block for input states (arrays of the same shape).
 
@@ -78,12 +129,17 @@ def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_do
     params : mapping
         The stage's columns from simulate (``sigma_w``, ``sigma_b``,
         ``window``, ``negative_slope``, ``alpha``, ``beta``, ``approximate``).
+        Stages with given weights add the columns of
+        :func:`smpstats.chain_reading.given_weight_columns`; the moments are
+        then those of these weights rather than the init family's.
     mu, sigma, sigma_dot : arrays
         Layer mean, pooled std (>= 0) and RMS slope of the input.
     """
     mu, sigma, sigma_dot = (np.asarray(v, dtype=float) for v in (mu, sigma, sigma_dot))
     sig = np.maximum(sigma, 1e-300)
     if block in ("linear", "conv1d", "conv2d"):
+        if _given(params, _GIVEN_AFFINE):
+            return _given_affine_moments(params, mu, sigma, sigma_dot)
         sw, sb = float(params["sigma_w"]), float(params.get("sigma_b", 0.0) or 0.0)
         # random weights: the units' means spread around 0 with variance sw^2 mu^2, which pools into sigma
         return np.zeros_like(mu), np.sqrt(sw**2 * (mu**2 + sigma**2) + sb**2), sw * sigma_dot
@@ -99,6 +155,8 @@ def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_do
         k = float(params["window"])  # independent units: variances shrink by 1/k (an upper bound when correlated)
         return mu.copy(), sigma / math.sqrt(k), sigma_dot / math.sqrt(k)
     if block == "batchnorm":
+        if _given(params, _GIVEN_BATCHNORM):
+            return _given_batchnorm_moments(params, mu, sigma, sigma_dot)
         mean = _BN_E_INV_SD * mu
         second = _BN_GAMMA2 * _BN_E_INV_VAR * (sigma**2 + mu**2 + 1.0) + _BN_BETA2
         return mean, np.sqrt(np.maximum(second - mean**2, 0.0)), math.sqrt(_BN_GAMMA2 * _BN_E_INV_VAR) * sigma_dot

@@ -13,8 +13,11 @@ drawn from its init family:
 
 * affine (linear, conv): ``carried = E||w||_1 S_in`` with normal weights of
   std ``sigma_w / sqrt(fan_in)``, i.e. ``sigma_w sqrt(2 fan_in / pi) S_in``;
+  given weights (a finite ``w_l1`` column, see
+  :func:`smpstats.chain_reading.given_weight_columns`): ``w_l1 S_in``;
 * average pooling: ``carried = S_in``; batch norm (eval mode, running
-  statistics from :mod:`smpstats.blocks`' draw): ``E|gamma| E[var^-1/2] S_in``;
+  statistics from :mod:`smpstats.blocks`' draw): ``E|gamma| E[var^-1/2] S_in``,
+  or with given statistics (a finite ``bn_gain_abs`` column) ``bn_gain_abs S_in``;
 * smooth activations: ``carried = E|g'(X)| S_in`` (no new kinks);
 * ReLU, LeakyReLU, PReLU and max pooling: Kac-Rice and pairwise switching for
   the new kinks, the surviving inherited kinks carried; max pooling right
@@ -181,7 +184,7 @@ def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
     split(lambda s, *a: theory._leaky_relu_expected_smp(*a, s), rows("leaky_relu", "prelu"), slope)
     k = _window(samples)
     split(lambda kk, *a: theory.maxpool_expected_smp(kk.astype(int), *a), rows("maxpool1d", "maxpool2d"), k)
-    m = rows("maxpool1d", "maxpool2d") & _after_relu(samples)
+    m = rows("maxpool1d", "maxpool2d") & _after_relu(samples) & (mu > 0)  # ReLU outputs have a positive mean
     if m.any():
         new[m], carried[m] = _maxpool_after_relu(k[m], mu[m], sig[m], sdot[m], length[m], smp_in[m])
 
@@ -189,10 +192,15 @@ def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
     if m.any():
         fan_in, sigma_w = _column(samples, "fan_in"), _column(samples, "sigma_w")
         carried[m] = sigma_w[m] * np.sqrt(2.0 * fan_in[m] / math.pi) * smp_in[m]
+        w_l1 = _column(samples, "w_l1")
+        m &= np.isfinite(w_l1)
+        carried[m] = w_l1[m] * smp_in[m]
     m = rows("avgpool1d", "avgpool2d", "flatten")
     carried[m] = smp_in[m]
     m = rows("batchnorm")
-    carried[m] = _BATCHNORM_GAIN * smp_in[m]
+    if m.any():
+        gain = np.where(np.isfinite(_column(samples, "bn_gain_abs")), _column(samples, "bn_gain_abs"), _BATCHNORM_GAIN)
+        carried[m] = gain[m] * smp_in[m]
     betas = _column(samples, "beta", 1.0)
     approx = samples["approximate"].astype(str).to_numpy() if "approximate" in samples.columns else np.full(n, "none")
     for act in ("gelu", "silu", "softplus", "tanh"):
