@@ -19,7 +19,8 @@ Main entry points (imported lazily, so ``import smpstats`` is cheap):
 - :func:`block_samples` — training and held-out samples of block families over configurations.
 - :func:`fit`, :func:`load_model` — per-block transfer models (theory, regression, Bayesian) with ``predict``.
 - :func:`check` — coverage, CRPS, PIT, LOO of a transfer model on held-out samples.
-- :func:`predict_chain` — per-stage predictive SMP of a chain (mean-field moments + transfer models).
+- :func:`predict_chain` — per-stage predictive SMP of a chain (mean-field moments, kink multiplicity,
+  transfer models); :func:`default_model` — the fitted models of the standard blocks.
 - :func:`assess` — forensic assessment of a trajectory: piecewise-linear network or smooth plus noise?
 """
 
@@ -63,6 +64,7 @@ _EXPORTS = {
     "Predictive": "predictive",
     "predict_chain": "chain_prediction",
     "ChainPrediction": "chain_prediction",
+    "default_model": "default_models",
     "check": "checks",
     "CheckReport": "checks",
     "assess": "forensics",

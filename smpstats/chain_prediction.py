@@ -20,6 +20,7 @@ What it cannot do yet: ship fitted models for the standard blocks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,45 @@ class ChainPrediction:
         frames = [p.to_frame(probs) for p in self.predictive]
         pred = pd.concat(frames, ignore_index=True)
         return pd.concat([self.stages[["stage", "block", "block_spec"]].reset_index(drop=True), pred], axis=1)
+
+    def check(self, samples: pd.DataFrame, probs: tuple[float, ...] = (0.5, 0.9)) -> pd.DataFrame:
+        """Compare with simulated networks of the same chain (a :func:`smpstats.simulate` table).
+
+        Returns one row per stage: ``predicted`` and ``simulated`` mean SMP per
+        unit, ``ratio`` (predicted / simulated), ``se_simulated`` (standard
+        error of the simulated mean), ``coverage_<p>`` (share of simulated
+        networks inside the central ``p`` interval), ``crps`` (mean CRPS of
+        the networks' SMP under the predictive draws) and ``pit_ks_p``
+        (Kolmogorov-Smirnov p-value of uniform PIT values).
+        """
+        from scipy import stats
+
+        from .predictive import crps_from_draws, pit_from_draws
+
+        if not isinstance(samples, pd.DataFrame) or not {"stage", "smp_out"} <= set(samples.columns):
+            raise InputError("check needs a simulate table (columns 'stage' and 'smp_out') of the same chain.")
+        stages = self.stages["stage"].to_numpy()
+        if sorted(samples["stage"].unique()) != sorted(stages):
+            raise InputError(f"the samples have stages {sorted(samples['stage'].unique())}, the prediction "
+                             f"{stages.tolist()}: simulate the same chain ({self.spec}).")
+        rows, rng = [], np.random.default_rng(0)
+        for stage, pred in zip(stages, self.predictive):
+            obs = samples.loc[samples["stage"] == stage, "smp_out"].to_numpy(dtype=float)
+            draws = np.broadcast_to(pred.draws, (len(obs), pred.n_draws))
+            mean_obs = obs.mean()
+            row = {"stage": stage, "predicted": pred.mean()[0], "simulated": mean_obs,
+                   "ratio": pred.mean()[0] / mean_obs if mean_obs > 0 else math.nan,
+                   "se_simulated": obs.std(ddof=1) / math.sqrt(len(obs)) if len(obs) > 1 else math.nan}
+            for p in probs:
+                lo, hi = pred.interval(p)
+                row[f"coverage_{int(round(100 * p))}"] = float(np.mean((obs >= lo[0]) & (obs <= hi[0])))
+            row["crps"] = float(crps_from_draws(draws, obs).mean())
+            row["pit_ks_p"] = float(stats.kstest(pit_from_draws(draws, obs, rng), "uniform").pvalue) \
+                if mean_obs > 0 else math.nan
+            rows.append(row)
+        out = pd.DataFrame(rows)
+        return pd.concat([self.stages[["block"]].reset_index(drop=True), out], axis=1)[
+            ["stage", "block", *[c for c in out.columns if c != "stage"]]]
 
     def summary(self) -> str:
         head = f"Predicted SMP per unit along the path ({self.kind}) for {self.spec}:"
@@ -140,28 +180,23 @@ def _one_draw_per_row(model: Any, rows: pd.DataFrame, rng: np.random.Generator) 
     return out
 
 
-def _effective_smp_in(kinks: KinkState, cols: dict[str, Any], rows: pd.DataFrame) -> np.ndarray:
-    """Move the kinks through the stage's block; return the input SMP that the per-unit theory must see.
+def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: pd.DataFrame, per_unit: np.ndarray) -> np.ndarray:
+    """Move the kinks through the stage's block; return its carried SMP per unit, shape (n_draws,).
 
-    The transfer models carry input SMP by per-unit rules (``E||w||_1`` for an
-    affine map); the kink state knows how much of it cancels because one
-    kink reaches a unit through many paths. The input SMP is rescaled so that
-    the per-unit rule gives the carried SMP of the kink state.
+    ``per_unit`` is the theory's carried SMP by per-unit rules (``E||w||_1
+    S_in`` for an affine map); the kink state knows how much of it cancels
+    because one kink reaches a unit through many paths.
     """
     from . import theory
-    from .theory_terms import theory_terms
 
     smp_in = rows["smp_in"].to_numpy(dtype=float)
-    per_unit = theory_terms(rows)["theory_carried"].to_numpy()
     factor = np.divide(per_unit, smp_in, out=np.zeros_like(smp_in), where=smp_in > 0)
     if cols["block"] in ("maxpool1d", "maxpool2d") and str(rows["prev_block_spec"].iloc[0]).strip() == "relu":
         # max(relu(x)) = relu(max(x)): the ReLU's own kinks and the older ones pass in different shares
         pre = theory.relu_preactivation(rows["mu_in"], rows["sigma_pool_in"], rows["sigma_dot_in"])
         _, pass_new, pass_old = theory.maxpool_after_relu_terms(float(cols["window"]), *pre, rows["path_length"])
         factor = [pass_new if g.born == cols["stage"] - 1 else pass_old for g in kinks.generations]
-    carried = kinks.carry(cols["block"], cols, cols["out_shape"], factor)
-    per_unit_factor = np.divide(per_unit, smp_in, out=np.zeros_like(smp_in), where=smp_in > 0)
-    return np.divide(carried, per_unit_factor, out=np.zeros_like(smp_in), where=per_unit_factor > 0)
+    return kinks.carry(cols["block"], cols, cols["out_shape"], factor)
 
 
 def predict_chain(
@@ -174,6 +209,7 @@ def predict_chain(
     seed: int = 0,
     n_points: int = 512,
     init: str = "kaiming",
+    propagate: bool = True,
 ) -> ChainPrediction:
     """Predict the SMP per unit after every stage of a chain, with its predictive distribution.
 
@@ -192,11 +228,14 @@ def predict_chain(
         ``sigma_dot`` (or the ``family_*`` columns of a simulate table, e.g.
         its stage-1 rows, for predictions matched to simulated trials),
         optional ``smp`` (input SMP per unit) and ``path_length``.
-    model : "theory" or TransferModel, default="theory"
-        "theory": analytic mode (mean-field moments and the theory's SMP;
-        the spread comes only from the input family). A model from
-        :func:`smpstats.fit` or :func:`smpstats.load_model` adds its
-        parameter and trial-to-trial uncertainty.
+    model : {"theory", "regression", "bayes"} or TransferModel, default="theory"
+        "theory": analytic mode (mean-field moments, kink multiplicity and
+        the theory's SMP; the spread comes only from the input family).
+        "regression" / "bayes": the default fitted models of the standard
+        blocks (:func:`smpstats.default_model`: shipped, or built on first
+        use and cached). A model from :func:`smpstats.fit` or
+        :func:`smpstats.load_model` likewise adds its parameter and
+        trial-to-trial uncertainty.
     n_draws : int, default=1000
         Monte Carlo draws.
     seed : int, default=0
@@ -205,6 +244,10 @@ def predict_chain(
         Grid points the statistical models assume (their resolution covariate).
     init : {"kaiming", "xavier", "normal"}, default="kaiming"
         Chain-wide weight init family.
+    propagate : bool, default=True
+        False chains the per-block models naively, as a baseline: every
+        block sees the chain input's moments and the previous block's SMP
+        per unit, with neither mean-field moments nor kink multiplicity.
 
     Returns
     -------
@@ -222,8 +265,13 @@ def predict_chain(
 
     n_draws = check_int(n_draws, "n_draws", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
+    if isinstance(model, str) and model in ("regression", "bayes"):
+        from .default_models import default_model
+
+        model = default_model(model)
     if not (isinstance(model, str) and model == "theory") and not isinstance(model, TransferModel):
-        raise InputError(f"model must be 'theory' or a fitted TransferModel (smpstats.fit); got {model!r}.")
+        raise InputError(
+            f"model must be 'theory', 'regression', 'bayes' or a fitted TransferModel (smpstats.fit); got {model!r}.")
     if input_shape is None:
         input_shape = _default_input_shape(spec)
     chain = read_chain(spec, input_shape) if isinstance(spec, nn.Module) else build_chain(spec, input_shape, init=init)
@@ -244,18 +292,27 @@ def predict_chain(
     for cols in stage_columns:
         rows = pd.DataFrame({**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma, "sigma_dot_in": sigma_dot,
                              "smp_in": smp, "path_length": length, "dt": dt, "prev_block_spec": prev_spec})
-        rows["smp_in"] = _effective_smp_in(kinks, cols, rows)
         terms = theory_terms(rows)
-        if isinstance(model, TransferModel):
+        theory_out = terms["theory"].to_numpy()
+        if propagate:
+            per_unit = terms["theory_carried"].to_numpy()
+            carried = _move_kinks(kinks, cols, rows, per_unit)
+            theory_out = terms["theory_new"].to_numpy() + carried
+            # the input SMP for which the per-unit rules of the statistical models give the carried SMP
+            rows["smp_in"] = np.divide(carried * smp, per_unit, out=np.zeros_like(smp), where=per_unit > 0)
+        if cols["block"] == "flatten":  # the same signals, reshaped
+            smp_out = rows["smp_in"].to_numpy(dtype=float)
+        elif isinstance(model, TransferModel):
             smp_out = _one_draw_per_row(model, rows, rng)
         else:
-            smp_out = terms["theory"].to_numpy()
+            smp_out = theory_out
         kinks.add_new(terms["theory_new"].to_numpy(), born=cols["stage"])
         kinks.rescale(smp_out)
         stage_rows.append({"stage": cols["stage"], "block": cols["block"], "block_spec": cols["block_spec"],
                            "mu_in": mu.mean(), "sigma_pool_in": sigma.mean(), "sigma_dot_in": sigma_dot.mean()})
         predictive.append(Predictive(smp_out[None, :], kind="theory" if isinstance(model, str) else model.kind))
-        mu, sigma, sigma_dot = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot)
+        if propagate:
+            mu, sigma, sigma_dot = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot)
         smp = smp_out
         prev_spec = cols["block_spec"]
     warnings = tuple(getattr(model, "warnings", ()))

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import DataFileError, SMPStatsError
+from .errors import DataFileError, InputError, SMPStatsError
 
 _DESCRIPTION = """\
 Measure and model the nonsmoothness (SMP) of neural networks.
@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input family: smooth Gaussian processes, the same plus random kinks, "
                         "or straight segments between random inputs")
     s.add_argument("--exact", action="store_true",
-                   help="measure SMP exactly (piecewise-linear blocks, --path segment) instead of on the grid")
+                   help="measure SMP exactly (piecewise-linear blocks; --path segment, or smooth: along the polyline through "
+                        "the grid points) instead of on the grid")
     s.add_argument("--n-points", type=int, default=512, help="grid points along each path")
     s.add_argument("--chunk-size", type=int, default=None, help="largest number of points per forward pass")
     s.add_argument("--init", choices=("kaiming", "xavier", "normal"), default="kaiming", help="weight init family")
@@ -224,17 +225,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="predict the SMP after every stage of a chain, with intervals",
         description=(
             "Predict the SMP per unit after every stage of a chain of blocks (smpstats.predict_chain): "
-            "mean-field moments through the blocks and, per stage, the theory's SMP or a fitted transfer "
-            "model's predictive distribution (--model). Prints the per-stage table (or JSON) and can write "
-            "a figure of the intervals per stage. Deeper stages are over-predicted today: kinks that reach "
-            "a layer through many paths at once partly cancel (see the README)."
+            "mean-field moments and kink multiplicity (a kink reaching a layer through many paths partly "
+            "cancels) through the blocks and, per stage, the theory's SMP or a fitted transfer model's "
+            "predictive distribution (--model: 'regression' and 'bayes' are the default models of the standard "
+            "blocks, or a file from 'smpstats fit'). Prints the per-stage table (or JSON) and can write a figure "
+            "of the intervals per stage; --compare N also simulates N networks of the chain (exact SMP along "
+            "smooth paths) and adds predicted/simulated, coverage and CRPS per stage."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     pr.add_argument("spec", help="block chain, blocks joined by '|'")
     pr.add_argument("--input-shape", type=_shape, default=None, help="input shape without batch")
     pr.add_argument("--path", choices=("smooth", "kinked"), default="smooth", help="input family")
-    pr.add_argument("--model", default=None, help="model file from 'smpstats fit' (default: the theory)")
+    pr.add_argument("--model", default="theory",
+                    help="'theory' (analytic), 'regression' or 'bayes' (default fitted models), or a file from "
+                         "'smpstats fit'")
+    pr.add_argument("--compare", type=int, metavar="N", default=0,
+                    help="simulate N networks of the chain and compare (0: no simulation)")
     pr.add_argument("--draws", type=int, default=1000, help="Monte Carlo draws")
     pr.add_argument("--seed", type=int, default=0, help="seed of the draws")
     pr.add_argument("--figure", metavar="PNG", default=None, help="write a figure of the intervals per stage")
@@ -532,27 +539,50 @@ def _cmd_check(args, parser) -> int:
 def _cmd_predict(args, parser) -> int:
     from .chain_prediction import predict_chain
 
-    model = "theory"
-    if args.model is not None:
+    model = args.model
+    if model not in ("theory", "regression", "bayes"):
         from .transfer import load_model
 
-        model = load_model(args.model)
+        model = load_model(model)
+    if args.compare < 0:
+        raise InputError(f"--compare must be >= 0 (simulated networks; 0 for none); got {args.compare}.")
     pred = predict_chain(args.spec, input_shape=args.input_shape, path=args.path, model=model, n_draws=args.draws,
                          seed=args.seed)
+    sim = None
+    if args.compare:
+        from .simulation import simulate
+
+        method = "exact" if args.path == "smooth" and all(s.piecewise_linear for s in _chain_stages(args)) else "grid"
+        sim = simulate(args.spec, args.compare, seed=args.seed + 1, input_shape=args.input_shape, path=args.path,
+                       n_points=513 if method == "exact" else 2048, method=method, progress=not args.json)
     if args.figure is not None:
         from .plotting import plot_chain_prediction
 
-        _save_png(plot_chain_prediction(pred), args.figure)
+        _save_png(plot_chain_prediction(pred, sim), args.figure)
     frame = pred.to_frame()
+    checked = pred.check(sim) if sim is not None else None
     if args.json:
-        print(json.dumps({"spec": pred.spec, "kind": pred.kind, "warnings": list(pred.warnings),
-                          "stages": frame.to_dict(orient="records"), "figure": args.figure}, indent=2,
-                         default=_json_default))
+        doc = {"spec": pred.spec, "kind": pred.kind, "warnings": list(pred.warnings),
+               "stages": frame.to_dict(orient="records"), "figure": args.figure}
+        if checked is not None:
+            doc["comparison"] = checked.to_dict(orient="records")
+        print(json.dumps(doc, indent=2, default=_json_default))
         return 0
     print(pred.summary())
+    if checked is not None:
+        print(f"\nAgainst {args.compare} simulated networks:")
+        print(checked.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     if args.figure is not None:
         print(f"figure written to {args.figure}")
     return 0
+
+
+def _chain_stages(args):
+    from .blocks import build_chain
+    from .simulation import _default_input_shape
+
+    shape = args.input_shape if args.input_shape is not None else _default_input_shape(args.spec)
+    return build_chain(args.spec, shape).stages
 
 
 def _cmd_blocks(args, parser) -> int:

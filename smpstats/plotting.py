@@ -128,13 +128,30 @@ def plot_refinement(table):
     return fig
 
 
-def plot_chain_prediction(prediction):
-    """Predicted SMP per unit after each stage of a chain: median, 50 % and 90 % intervals (log scale)."""
+def plot_chain_prediction(prediction, observed=None, ax=None):
+    """Predicted SMP per unit after each stage of a chain: median, 50 % and 90 % intervals (log scale).
+
+    ``observed``: optional simulate table of the same chain; its per-network
+    values are drawn as points beside each interval, their mean as a cross.
+    """
     plt = _pyplot()
     frame = prediction.to_frame()
     x = np.arange(len(frame))
     positive = frame["upper_90"] > 0
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(frame) + 2), 4))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(frame) + 2), 4))
+    else:
+        fig = ax.figure
+    if observed is not None:
+        rng = np.random.default_rng(0)
+        for i, stage in enumerate(frame["stage"]):
+            values = observed.loc[observed["stage"] == stage, "smp_out"].to_numpy(dtype=float)
+            values = values[values > 0]
+            if len(values):
+                ax.plot(i + 0.22 + rng.uniform(-0.06, 0.06, len(values)), values, ".", color="C1", ms=2, alpha=0.4,
+                        label="simulated networks" if i == int(np.argmax(positive)) else None)
+                ax.plot(i + 0.22, values.mean(), "x", color="C3", ms=7, mew=2,
+                        label="simulated mean" if i == int(np.argmax(positive)) else None)
     ax.vlines(x[positive], frame["lower_90"][positive], frame["upper_90"][positive], color="C0", lw=2, alpha=0.4,
               label="90 % interval")
     ax.vlines(x[positive], frame["lower_50"][positive], frame["upper_50"][positive], color="C0", lw=6, alpha=0.8,
@@ -146,5 +163,6 @@ def plot_chain_prediction(prediction):
     ax.set_ylabel("output SMP per unit")
     ax.set_title(f"Predicted SMP per stage ({prediction.kind}); stages with SMP 0 not drawn", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    if ax is fig.axes[0] and len(fig.axes) == 1:
+        fig.tight_layout()
     return fig

@@ -73,8 +73,8 @@ def test_same_seed_same_prediction_and_errors():
     b = predict_chain("relu", input_shape=(4,), n_draws=50, seed=5)
     np.testing.assert_array_equal(a.draws, b.draws)
     assert "relu" in a.summary()
-    with pytest.raises(InputError, match="model must be 'theory' or a fitted TransferModel"):
-        predict_chain("relu", model="bayes")
+    with pytest.raises(InputError, match="model must be 'theory', 'regression', 'bayes' or a fitted TransferModel"):
+        predict_chain("relu", model="glm")
     with pytest.raises(InputError, match="Gaussian-process inputs"):
         predict_chain("relu", path="segment")
     rows = pd.DataFrame({"block": ["relu"] * 10, "mu_in": 0.0, "sigma_in": 1.0, "sigma_dot_in": 5.0, "smp_in": 0.0,
@@ -124,3 +124,46 @@ def test_moment_rules_match_the_torch_blocks(spec, shape):
     assert float(m) == pytest.approx(y0.mean(), abs=0.05 * sigma)
     assert float(s) == pytest.approx(y0.std(), rel=0.06)
     assert float(d) == pytest.approx(np.sqrt(np.mean(((y1 - y0) / dt) ** 2)), rel=0.06)
+
+
+def test_default_regression_model_ships_with_the_package():
+    from smpstats.default_models import default_model
+    from smpstats.theory_terms import FAMILIES
+
+    model = default_model("regression")
+    assert model.kind == "regression"
+    assert set(model.families) >= set(FAMILIES.values()) - {"identity"}
+    pred = predict_chain(SPEC, input_shape=(8,), path=FAMILY, model="regression", n_draws=200, seed=0)
+    assert pred.kind == "regression" and np.all(pred.draws[1:] > 0)
+    with pytest.raises(InputError, match="default models exist for kind 'regression' or 'bayes'; got 'glm'"):
+        default_model("glm")
+
+
+def test_check_against_simulated_networks():
+    sim = smpstats.simulate(SPEC, n_trials=30, seed=3, input_shape=(8,), n_points=513, path=FAMILY, method="exact")
+    pred = predict_chain(SPEC, input_shape=(8,), path=FAMILY, n_draws=500, seed=2)
+    table = pred.check(sim)
+    assert list(table["stage"]) == [1, 2, 3, 4]
+    observed = sim[sim.stage == 3]["smp_out"].to_numpy()
+    lo, hi = pred.predictive[2].interval(0.9)
+    row = table.iloc[2]
+    assert row["coverage_90"] == pytest.approx(np.mean((observed >= lo[0]) & (observed <= hi[0])))
+    assert row["ratio"] == pytest.approx(pred.predictive[2].mean()[0] / observed.mean())
+    # a prediction that is off by 3x scores a worse CRPS than the real one
+    scaled = smpstats.ChainPrediction(pred.spec, pred.kind, pred.stages,
+                                      tuple(smpstats.Predictive(p.draws * 3.0, kind="theory") for p in pred.predictive))
+    assert scaled.check(sim)["crps"].iloc[2] > 1.5 * row["crps"]
+    with pytest.raises(InputError, match="simulate the same chain"):
+        pred.check(sim[sim.stage < 3])
+
+
+def test_unpropagated_baseline_keeps_the_input_moments():
+    spec = "linear(out_features=16) | relu | linear(out_features=16) | relu"
+    full = predict_chain(spec, input_shape=(8,), path=FAMILY, n_draws=300, seed=4)
+    naive = predict_chain(spec, input_shape=(8,), path=FAMILY, n_draws=300, seed=4, propagate=False)
+    # the naive chain applies ReLU to the raw input moments (mean 0.3, std 1), not the linear map's output
+    from smpstats import theory
+
+    expected = theory.relu_expected_smp(0.3, 1.0, 1 / 0.15, 1.0)
+    assert naive.predictive[1].mean()[0] == pytest.approx(expected, rel=1e-9)
+    assert full.predictive[1].mean()[0] != pytest.approx(expected, rel=0.05)

@@ -80,3 +80,18 @@ def test_predict_prints_json_and_writes_a_figure(capsys, tmp_path):
     assert code == 0 and "Predicted SMP per unit" in out
     code, _, err = run(capsys, "predict", "relu", "--draws", "0")
     assert code == 2 and "--draws" in err
+
+
+def test_predict_compares_with_simulated_networks(capsys):
+    spec = "linear(out_features=8)|relu|linear(out_features=8)"
+    code, out, _ = run(capsys, "predict", spec, "--input-shape", "8", "--draws", "200", "--model", "regression",
+                       "--compare", "6", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["kind"] == "regression"
+    rows = doc["comparison"]
+    assert [r["stage"] for r in rows] == [1, 2, 3]
+    assert rows[0]["simulated"] == 0.0 and rows[2]["simulated"] > 0  # exact SMP: an affine map of a smooth path
+    assert 0.0 <= rows[2]["coverage_90"] <= 1.0
+    code, _, err = run(capsys, "predict", spec, "--input-shape", "8", "--compare", "-1")
+    assert code == 2 and "--compare must be >= 0" in err
