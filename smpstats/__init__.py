@@ -20,7 +20,8 @@ Main entry points (imported lazily, so ``import smpstats`` is cheap):
 - :func:`fit`, :func:`load_model` — per-block transfer models (theory, regression, Bayesian) with ``predict``.
 - :func:`check` — coverage, CRPS, PIT, LOO of a transfer model on held-out samples.
 - :func:`predict_chain` — per-stage predictive SMP of a chain (mean-field moments, kink multiplicity,
-  transfer models); :func:`default_model` — the fitted models of the standard blocks.
+  transfer models); :func:`default_model` — the fitted models of the standard blocks;
+  :func:`read_chain` — a torch module as a chain of blocks with its given weights.
 - :func:`assess` — forensic assessment of a trajectory: piecewise-linear network or smooth plus noise?
 """
 
@@ -65,6 +66,7 @@ _EXPORTS = {
     "predict_chain": "chain_prediction",
     "ChainPrediction": "chain_prediction",
     "default_model": "default_models",
+    "read_chain": "chain_reading",
     "check": "checks",
     "CheckReport": "checks",
     "assess": "forensics",

@@ -25,6 +25,9 @@ Rules per block, from weights of the init family (entry std ``sigma_e``):
   ``N(0, sigma_e**2 sum J_i**2)`` given them: it is nonzero with
   probability ``1 - (1 - fill)**n`` and then ``E|J'| = sigma_e m1
   E sqrt(chi2_r)``. A one-hot event gives the theory's L1 rule exactly.
+  Given weights (a ``w_l1`` column: mean L1 norm of a unit's weights) set
+  the one-tap term to their mean ``|w|``, blending into the Gaussian rule
+  as ``1/r``.
 * average pooling: the same with fixed weights ``1/window`` within a
   channel (``E|J'| = m1 sqrt(r) / window``).
 * max pooling: the output carries the selected input's jump (each input of
@@ -239,12 +242,16 @@ class KinkState:
         else:
             sigma_e = float(params["sigma_w"]) / math.sqrt(float(params["fan_in"]))
             channels_out, taps_per_channel = np.full(len(g.channels), float(out_shape[0])), g.channels
+            # given weights: E|w| (one tap) need not be the Gaussian sqrt(2/pi) sigma_e; sums of many taps are Gaussian
+            w_l1 = params.get("w_l1")
+            abs_ratio = (float(w_l1) / float(params["fan_in"]) / (sigma_e * math.sqrt(2 / math.pi))
+                         if w_l1 is not None and np.isfinite(float(w_l1)) and sigma_e > 0 else 1.0)
         fill = np.clip(g.fill, 0.0, 1.0)
         for taps, count in combos:
             n = taps * taps_per_channel  # touched units in one output's window, per origin
             fill_new = 1.0 - (1.0 - fill) ** n
             r = np.divide(n * fill, fill_new, out=np.ones_like(fill_new), where=fill_new > 0)
-            jump = np.sqrt(r) / window if pooling else sigma_e * expected_chi(r)
+            jump = np.sqrt(r) / window if pooling else sigma_e * expected_chi(r) * (1.0 + (abs_ratio - 1.0) / r)
             mass += count * fill_new * jump * g.m1
             nonzero += count * fill_new
         g.touched = touched
