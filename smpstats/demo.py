@@ -114,6 +114,11 @@ def _transfer_section(n_trials: int, seed: int, out: Path, bayes: bool, progress
     return pd.concat(tables, ignore_index=True)[cols], "\n".join(notes)
 
 
+def _chain_trials(n_trials: int) -> int:
+    """Simulated networks of section 5 (an exact walk costs about a second per network)."""
+    return max(n_trials // 2, 10)
+
+
 def _chain_section(n_trials: int, seed: int, out: Path, progress: bool) -> pd.DataFrame:
     """Predict the demo network's SMP per stage (theory and default regression models) and compare with
     exactly measured simulated networks; returns the comparison table."""
@@ -121,7 +126,7 @@ def _chain_section(n_trials: int, seed: int, out: Path, progress: bool) -> pd.Da
     from .plotting import plot_chain_prediction
     from .simulation import simulate
 
-    sim = simulate(DEMO_CHAIN, max(n_trials, 20), seed=seed + 2, input_shape=_DEMO_INPUT_SHAPE, n_points=513,
+    sim = simulate(DEMO_CHAIN, _chain_trials(n_trials), seed=seed + 2, input_shape=_DEMO_INPUT_SHAPE, n_points=513,
                    method="exact", progress=progress)
     save_samples(sim, out / "chain_samples.parquet", metadata={"study": "demo chain prediction"})
     tables = []
@@ -302,7 +307,7 @@ structure the statistical tiers correct.
 The network of section 2, predicted stage by stage without simulating it
 (`smpstats.predict_chain`: mean-field moments, kink multiplicity, and per
 block the theory or the default regression models shipped with the
-package), against {max(n_trials, 20)} simulated networks of the same architecture
+package), against {_chain_trials(n_trials)} simulated networks of the same architecture
 (fresh weights and smooth inputs each; exact SMP along the path). `ratio`
 is predicted over simulated mean SMP per unit; coverage is the share of
 simulated networks inside the predicted central intervals.

@@ -230,8 +230,13 @@ class KinkState:
     def _mix(self, g: Generation, block: str, params: Mapping[str, Any], out_shape: tuple[int, ...]) -> None:
         """Affine maps (weights of std ``sigma_w / sqrt(fan_in)``) and average pooling (weights ``1/window``)."""
         pooling = block.startswith("avgpool")
-        if block == "linear" or not g.touched and len(self.shape) == 1:
+        along_last = block == "linear" and len(self.shape) > 1  # torch's Linear maps the last axis only
+        if block == "linear" and not along_last:
             combos, touched = [(1, np.ones(len(g.channels)))], []
+        elif along_last:
+            windows = [np.eye(n, dtype=np.int64) for n in self.shape[1:-1]]
+            windows.append(np.ones((self.shape[-1], out_shape[-1]), dtype=np.int64))
+            combos, touched = self._overlap_histogram(g, windows)
         else:
             combos, touched = self._overlap_histogram(g, self._windows(params, out_shape, pooling))
         mass = np.zeros_like(g.fill)
@@ -241,7 +246,10 @@ class KinkState:
             channels_out, taps_per_channel = g.channels, 1.0
         else:
             sigma_e = float(params["sigma_w"]) / math.sqrt(float(params["fan_in"]))
-            channels_out, taps_per_channel = np.full(len(g.channels), float(out_shape[0])), g.channels
+            if along_last:
+                channels_out, taps_per_channel = g.channels, 1.0
+            else:
+                channels_out, taps_per_channel = np.full(len(g.channels), float(out_shape[0])), g.channels
             # given weights: E|w| (one tap) need not be the Gaussian sqrt(2/pi) sigma_e; sums of many taps are Gaussian
             w_l1 = params.get("w_l1")
             abs_ratio = (float(w_l1) / float(params["fan_in"]) / (sigma_e * math.sqrt(2 / math.pi))
