@@ -181,6 +181,9 @@ class KinkState:
         """
         out_shape = _shape(out_shape)
         n_in, n_out = float(np.prod(self.shape)), float(np.prod(out_shape))
+        if block == "linear" and len(self.shape) > 1 and len(out_shape) == 1:
+            self._flatten()  # a linear block on a multi-dimensional layer reads it flattened
+            self.shape = (int(n_in),)
         if block in ("linear", "conv1d", "conv2d", "avgpool1d", "avgpool2d"):
             for g in self.generations:
                 before = g.mass()
@@ -188,9 +191,7 @@ class KinkState:
                 g.amount = g.amount * np.divide(g.mass() / n_out, before / n_in, out=np.zeros_like(before),
                                                 where=before > 0)
         elif block == "flatten":
-            for g in self.generations:
-                g.channels = g.channels * g.positions()
-                g.touched = []
+            self._flatten()
         else:
             if factor is None:
                 raise ValueError(f"carry({block!r}) needs the theory's carried factor")
@@ -206,6 +207,12 @@ class KinkState:
         return self.total
 
     # -- the rules that change the footprint ---------------------------------------------------------------
+
+    def _flatten(self) -> None:
+        """Every footprint as features: the channels an event touches times its touched positions."""
+        for g in self.generations:
+            g.channels = g.channels * g.positions()
+            g.touched = []
 
     def _windows(self, params: Mapping[str, Any], out_shape: tuple[int, ...], pooling: bool) -> list[np.ndarray]:
         rank = len(self.shape) - 1
@@ -230,7 +237,7 @@ class KinkState:
     def _mix(self, g: Generation, block: str, params: Mapping[str, Any], out_shape: tuple[int, ...]) -> None:
         """Affine maps (weights of std ``sigma_w / sqrt(fan_in)``) and average pooling (weights ``1/window``)."""
         pooling = block.startswith("avgpool")
-        along_last = block == "linear" and len(self.shape) > 1  # torch's Linear maps the last axis only
+        along_last = block == "linear" and len(self.shape) > 1  # torch's Linear on (..., L) maps the last axis
         if block == "linear" and not along_last:
             combos, touched = [(1, np.ones(len(g.channels)))], []
         elif along_last:

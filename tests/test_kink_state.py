@@ -101,10 +101,19 @@ def test_given_inputs_table_errors():
         predict_chain("relu", input_shape=(4,), path=pd.DataFrame({"mu": [0.0], "sigma": [0.0], "sigma_dot": [1.0]}))
 
 
-def test_linear_on_a_multi_dimensional_layer_maps_the_last_axis():
-    # torch's Linear on (C, L) mixes the L positions of each channel, not the channels
-    spec, shape = "conv1d(out_channels=4, kernel_size=3) | relu | linear(out_features=5)", (2, 16)
+@pytest.mark.parametrize("as_module", [False, True])
+def test_linear_on_a_multi_dimensional_layer(as_module):
+    # the "linear" block reads a (C, L) layer flattened; torch's nn.Linear maps the last axis of each channel
+    import torch
+
+    shape = (2, 16)
+    if as_module:
+        torch.manual_seed(0)
+        spec = torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3), torch.nn.ReLU(), torch.nn.Linear(14, 5))
+    else:
+        spec = "conv1d(out_channels=4, kernel_size=3) | relu | linear(out_features=5)"
     sim = smpstats.simulate(spec, 40, seed=6, input_shape=shape, n_points=513, path=FAMILY, method="exact")
     pred = predict_chain(spec, input_shape=shape, path=sim[sim.stage == 1])
+    assert pred.stages["block"].tolist() == ["conv1d", "relu", "linear"]
     observed = sim.groupby("stage")["smp_out"].mean().to_numpy()
     np.testing.assert_allclose(pred.draws.mean(axis=1)[1:] / observed[1:], 1.0, atol=0.15)
