@@ -104,30 +104,55 @@ def _check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def _signal_stats(y: np.ndarray, n_units: int, dt: float) -> dict[str, float]:
-    """Statistics of signals ``y`` of shape (n_measured, n_points), time along the last axis.
+class _Scratch:
+    """A float64 buffer reused for the temporaries of every measurement of a ``simulate`` call.
+
+    Measuring a stage needs two temporaries the size of its signals (centred
+    values, finite differences); one buffer grown to the largest stage saves
+    allocating (and page-faulting) them anew for every stage and trial.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = np.empty(0)
+
+    def array(self, shape: tuple[int, int]) -> np.ndarray:
+        """A C-contiguous array of ``shape`` on the buffer (contents undefined; valid until the next call)."""
+        size = shape[0] * shape[1]
+        if self._buffer.size < size:
+            self._buffer = np.empty(size)
+        return self._buffer[:size].reshape(shape)
+
+
+def _signal_stats(y: np.ndarray, n_units: int, dt: float, scratch: _Scratch, *, grid: bool = True) -> dict[str, float]:
+    """Statistics of signals ``y`` of shape (n_measured, n_points), time along the last axis (C-contiguous).
 
     ``y`` holds all ``n_units`` units of a stage or a random subset of them.
+    ``grid=False`` leaves out the grid SMP (``smp``, ``kinks`` and ``resolved``
+    are NaN), for callers that measure it another way.
     """
-    from .grid import smp
-
-    r = smp(y, dt, axis=-1)
     n_measured, n = y.shape
     mean = y.mean(axis=1)
-    centered = y - mean[:, None]
+    centered = np.subtract(y, mean[:, None], out=scratch.array((n_measured, n)))
     variance = np.einsum("ij,ij->i", centered, centered) / n  # per unit, over t
-    dy = y[:, 1:] - y[:, :-1]
-    return {
-        "mu": float(mean.mean()),
+    dy = np.subtract(y[:, 1:], y[:, :-1], out=scratch.array((n_measured, n - 1)))
+    mu = mean.mean()
+    stats = {
+        "mu": float(mu),
         "sigma": float(np.sqrt(variance).mean()),
-        "sigma_pool": float(np.sqrt(np.mean(variance + (mean - mean.mean()) ** 2))),
+        "sigma_pool": float(np.sqrt(np.mean(variance + (mean - mu) ** 2))),
         "sigma_dot": float(np.sqrt(np.einsum("ij,ij->", dy, dy) / dy.size) / dt),
-        "smp": float(np.mean(r.value)),
-        "kinks": float(np.mean(r.n_peaks)),
-        "resolved": float(np.mean(r.resolved)),
+        "smp": math.nan,
+        "kinks": math.nan,
+        "resolved": math.nan,
         "n_units": int(n_units),
         "n_measured": int(n_measured),
     }
+    if grid:
+        from .grid import smp
+
+        r = smp(y, dt, axis=-1)
+        stats.update(smp=float(np.mean(r.value)), kinks=float(np.mean(r.n_peaks)), resolved=float(np.mean(r.resolved)))
+    return stats
 
 
 def _units_by_time(y: torch.Tensor | np.ndarray, n_points: int, max_units: int | None,
@@ -135,13 +160,14 @@ def _units_by_time(y: torch.Tensor | np.ndarray, n_points: int, max_units: int |
     """(n_points, *shape) -> (contiguous float64 array (n_measured, n_points), n_units).
 
     At most ``max_units`` units are kept: a random subset drawn from ``rng``
-    (the per-unit means stay unbiased).
+    (the per-unit means stay unbiased). The subset is gathered and transposed
+    in one copy.
     """
     a = y.numpy() if isinstance(y, torch.Tensor) else y
     a = a.reshape(n_points, -1)
     n_units = a.shape[1]
     if max_units is not None and n_units > max_units:
-        a = a[:, np.sort(rng.choice(n_units, size=max_units, replace=False))]
+        return np.ascontiguousarray(a.T[np.sort(rng.choice(n_units, size=max_units, replace=False))]), n_units
     return np.ascontiguousarray(a.T), n_units
 
 
@@ -206,7 +232,7 @@ def _stage_columns(chain: Chain) -> list[dict[str, Any]]:
 
 def _run_trial(chain: Chain, family: InputFamily, trial: int, trial_seed: int, n_points: int,
                chunk_size: int | None, max_units: int | None, stage_cols: list[dict[str, Any]],
-               common: dict[str, Any]) -> list[dict[str, Any]]:
+               common: dict[str, Any], scratch: _Scratch) -> list[dict[str, Any]]:
     gen, rng = _trial_rngs(trial_seed)
     chain.reinitialize(gen)
     n_units = int(np.prod(chain.input_shape))
@@ -225,8 +251,9 @@ def _run_trial(chain: Chain, family: InputFamily, trial: int, trial_seed: int, n
     family_cols = {f"family_{k}": v for k, v in draw.params.items()}
     # Units to measure are drawn from their own stream, so that they never change the inputs or weights.
     unit_rng = np.random.default_rng([trial_seed, _UNIT_STREAM])
-    stats_in = _signal_stats(*_units_by_time(draw.x, n_points, max_units, unit_rng), dt=dt)
     exact = _exact_stage_stats(chain, draw, family) if common["method"] == "exact" else None
+    grid = exact is None  # the exact walk replaces the grid SMP (the moments come from the grid either way)
+    stats_in = _signal_stats(*_units_by_time(draw.x, n_points, max_units, unit_rng), dt, scratch, grid=grid)
     if exact is not None:
         stats_in.update(smp=0.0, kinks=0.0, resolved=1.0)  # a segment or a smooth path: no kinks of its own
     rows = []
@@ -234,7 +261,7 @@ def _run_trial(chain: Chain, family: InputFamily, trial: int, trial_seed: int, n
         if isinstance(chain.stages[k].module, torch.nn.Flatten):
             stats_out = stats_in  # the same signals, reshaped
         else:
-            stats_out = _signal_stats(*_units_by_time(out, n_points, max_units, unit_rng), dt=dt)
+            stats_out = _signal_stats(*_units_by_time(out, n_points, max_units, unit_rng), dt, scratch, grid=grid)
             if exact is not None:
                 stats_out.update(exact[k])
         row = {**head, **stage_cols[k], **family_cols}
@@ -411,8 +438,10 @@ def simulate(
 
         trials = tqdm(trials, desc="simulate", unit="trial")
     rows: list[dict[str, Any]] = []
+    scratch = _Scratch()
     for i in trials:
-        rows.extend(_run_trial(chain, family, i, int(seeds[i]), n_points, chunk_size, max_units, stage_cols, common))
+        rows.extend(_run_trial(chain, family, i, int(seeds[i]), n_points, chunk_size, max_units, stage_cols, common,
+                               scratch))
     df = _tidy(rows, chain)
     df.attrs["smpstats"] = {
         "kind": "simulate",

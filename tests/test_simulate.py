@@ -91,6 +91,36 @@ def test_statistics_are_what_the_docs_say():
     assert df["n_units_in"].iloc[0] == 5
 
 
+def test_statistics_of_every_stage_match_a_direct_computation():
+    """Every measured column, recomputed from the trial's own inputs and weights (stages of several widths)."""
+    from smpstats.blocks import build_chain
+    from smpstats.grid import smp
+    from smpstats.simulation import _trial_rngs
+
+    spec, shape, n_points = "conv1d(out_channels=6, kernel_size=3) | relu | maxpool1d(kernel_size=2)", (2, 20), 200
+    df = simulate(spec, 3, seed=8, input_shape=shape, n_points=n_points, path="kinked", max_units=None)
+    chain = build_chain(spec, shape, generator=0)
+    for trial, trial_seed in enumerate(trial_seeds(8, 3)):
+        gen, rng = _trial_rngs(int(trial_seed))
+        chain.reinitialize(gen)
+        draw = KinkedInputs().draw(n_points, 40, rng)
+        signals = [draw.x] + [y.numpy().reshape(n_points, -1) for y in chain.forward_stages(draw.x.reshape(-1, *shape))]
+        rows = df[df.trial == trial]
+        for k, y in enumerate(signals[1:]):
+            y = y.T  # (units, t)
+            r = smp(y, draw.dt)
+            expected = {
+                "mu_out": y.mean(), "sigma_out": y.std(axis=1).mean(), "sigma_pool_out": y.std(),
+                "sigma_dot_out": np.sqrt(np.mean(np.diff(y, axis=1) ** 2)) / draw.dt,
+                "smp_out": r.value.mean(), "kinks_out": r.n_peaks.mean(), "resolved_out": r.resolved.mean(),
+            }
+            for column, value in expected.items():
+                assert rows[column].iloc[k] == pytest.approx(value, rel=1e-12, abs=1e-12), (trial, k, column)
+            assert rows["n_measured_out"].iloc[k] == y.shape[0]
+            if k > 0:
+                assert rows["sigma_dot_in"].iloc[k] == rows["sigma_dot_out"].iloc[k - 1]
+
+
 # ---------------------------------------------------------------------------
 # seeds and chunking
 # ---------------------------------------------------------------------------
@@ -292,6 +322,18 @@ def test_family_range_errors():
     assert draw.x.shape == (100, 3) and draw.smp_true.shape == (3,) and draw.params["kink_rate"] == 2.0
 
 
+@pytest.mark.parametrize("n_points, n_units", [(16, 33000), (40, 100), (300, 7)])
+def test_smooth_draw_is_the_scaled_and_shifted_fourier_sum(n_points, n_units):
+    """x = basis @ z * sigma + mu: the Fourier sum of the family's modes, for few and many units."""
+    from smpstats.processes import se_fourier_modes
+
+    family = SmoothInputs(mu=-0.3, sigma=1.7, length_scale=0.15)
+    draw = family.draw(n_points, n_units, np.random.default_rng(2))
+    modes = se_fourier_modes(1.0, 0.15)
+    z = np.random.default_rng(2).standard_normal((2 * modes.omega.shape[0], n_units))  # fixed parameters: no draws
+    np.testing.assert_array_equal(draw.x, modes.basis(np.linspace(0.0, 1.0, n_points)) @ z * 1.7 + -0.3)
+
+
 def test_custom_family_is_used_and_checked():
     class Ramp(InputFamily):
         name = "ramp"
@@ -383,6 +425,21 @@ def test_exact_method_on_smooth_paths_converges_and_matches_a_fine_grid():
     assert (fine["smp_out"] > 0).sum() >= 9
     np.testing.assert_allclose(coarse["smp_out"], fine["smp_out"], rtol=0.01, atol=1e-9)
     np.testing.assert_allclose(grid["smp_out"], fine["smp_out"], rtol=0.02, atol=1e-6)
+
+
+def test_exact_method_reports_every_measured_column():
+    """The exact walk replaces the grid SMP at every stage (also past a flatten); the moments come from the grid."""
+    spec, shape = "conv1d(out_channels=3, kernel_size=3) | relu | flatten | linear(out_features=4) | relu", (2, 10)
+    exact = simulate(spec, 2, seed=3, input_shape=shape, path="segment", method="exact", n_points=64)
+    grid = simulate(spec, 2, seed=3, input_shape=shape, path="segment", n_points=64)
+    columns = [f"{name}_{side}" for side in ("in", "out") for name in ("smp", "kinks", "resolved", "n_measured")]
+    assert exact[columns].notna().all().all()
+    first = exact[exact.stage == 1]
+    assert (first["smp_in"] == 0).all() and (first["kinks_in"] == 0).all() and (first["resolved_in"] == 1).all()
+    for _, rows in exact.groupby("trial"):  # each stage's input is the previous stage's output
+        np.testing.assert_array_equal(rows["smp_in"].iloc[1:].to_numpy(), rows["smp_out"].iloc[:-1].to_numpy())
+    moments = [f"{name}_{side}" for side in ("in", "out") for name in ("mu", "sigma", "sigma_pool", "sigma_dot")]
+    pd.testing.assert_frame_equal(exact[moments], grid[moments], check_exact=True)
 
 
 def test_exact_method_rejects_smooth_blocks():
