@@ -9,19 +9,31 @@ partial pooling, e.g. ``maxpool1d(kernel_size=3)`` or
     \mu_i = e^{\gamma^{new}_c}\, T^{new}_i + e^{\gamma^{car}_c}\, T^{car}_i, \qquad
     \gamma^{t}_c \sim N(a^{t}_f,\ \tau_{t}^2) \quad (t = new, car)
 
-    y_i \mid y_i > 0 \sim \mathrm{Gamma}(\text{mean } \mu_i,\ \text{shape } e^{\delta_c}), \quad
-    \delta_c \sim N(d_f + g_f\, k_c, \tau_d^2), \qquad \Pr(y_i = 0) = \mathrm{logit}^{-1}(h_f)
+    y_i \mid y_i > 0 \sim \mathrm{Gamma}(\text{mean } \mu_i,\ \text{shape } e^{\delta_c + b (u_i - u_c)}), \quad
+    \delta_c \sim N(d_f + g_f\, k_c + b (u_c - \bar u), \tau_d^2), \qquad \Pr(y_i = 0) = \mathrm{logit}^{-1}(h_f)
 
 with ``T^new``, ``T^car`` the theory's new and carried kinks
-(:mod:`smpstats.theory_terms`) and ``k_c = 1`` when the configuration's block
+(:mod:`smpstats.theory_terms`), ``k_c = 1`` when the configuration's block
 follows another block (its input comes from a layer: correlated neighbours,
 coincident kinks; such blocks vary far less or far more from trial to
-trial), else 0. The priors are centred on the theory:
-``a ~ N(0, 0.5)`` (corrections ``e^a`` with median 1), ``d ~ N(4, 2)``,
-``h ~ N(-4, 2)``, ``g ~ N(0, 2)``; the scales are shared by all families and have
-boundary-avoiding priors, ``tau_new, tau_car ~ Gamma(2, 10)`` (mean 0.2),
-``tau_d ~ Gamma(2, 2)``. Config effects are centred (every configuration has
-many rows); a family's only configuration takes the family mean.
+trial), else 0, and ``u_i`` the log number of output units the row's SMP
+per unit averages over (``log_units`` of :func:`smpstats.transfer_data.design_frame`),
+``u_c`` its mean over the configuration's rows in the fit and ``\bar u``
+its median over all rows of the fit. The per-unit mean of ``n`` independent
+units has ``1/n`` the variance of one unit's, so ``b = 1`` for independent
+units and ``0 < b < 1`` when units share kinks: ``b ~ N(1, 0.5)``, one slope
+for all families (the units vary between configurations only, so no single
+family pins it down; in a configuration's centre rather than on its rows,
+where it would make a ridge with the configuration effects). A row whose
+unit count differs from its configuration's in the fit (a seen block in a
+wider or narrower layer) moves its shape by ``b (u_i - u_c)``. Fits on tables
+without unit counts leave the term out. The priors are centred on the
+theory: ``a ~ N(0, 0.5)`` (corrections ``e^a`` with median 1),
+``d ~ N(4, 2)``, ``h ~ N(-4, 2)``, ``g ~ N(0, 2)``; the scales are shared by
+all families and have boundary-avoiding priors, ``tau_new, tau_car ~
+Gamma(2, 10)`` (mean 0.2), ``tau_d ~ Gamma(2, 2)``. Config effects are
+centred (every configuration has many rows); a family's only configuration
+takes the family mean.
 
 A configuration not seen in the fit is predicted with fresh ``z ~ N(0, 1)``
 per draw, i.e. from the population of configurations of its family.
@@ -53,7 +65,10 @@ __all__ = ["BayesTransfer", "fit_bayes", "build_model", "DIAGNOSTIC_LIMITS"]
 
 #: Thresholds of the convergence checks.
 DIAGNOSTIC_LIMITS = {"r_hat_max": 1.01, "ess_bulk_min": 400.0, "ess_tail_min": 400.0, "divergences_max": 0}
-_DESIGN_COLUMNS = ("family", "config", "theory_new", "theory_carried", "theory", "log_rel", "log_res", "chained", "y")
+_DESIGN_COLUMNS = ("family", "config", "theory_new", "theory_carried", "theory", "log_rel", "log_res", "chained",
+                   "log_units", "y")
+#: Version of the saved model (2: unit-count term in the dispersion).
+_BAYES_FORMAT_VERSION = 2
 
 
 def _quiet_arviz():
@@ -82,9 +97,12 @@ class _Index:
     """
 
     def __init__(self, families: list[str], configs: list[str], config_family: list[str],
-                 term_configs: dict[str, list[str]]):
+                 term_configs: dict[str, list[str]], units_ref: float | None = None,
+                 config_units: list[float] | None = None):
         self.families, self.configs, self.config_family = families, configs, config_family
         self.term_configs = term_configs
+        self.units_ref = units_ref  # median log unit count of the fit; None: no unit-count term
+        self.config_units = config_units  # per config, mean log unit count of its rows in the fit
         fam_of = dict(zip(configs, config_family))
         self.term_families = {t: sorted({fam_of[c] for c in cs}) for t, cs in term_configs.items()}
 
@@ -95,15 +113,48 @@ class _Index:
         configs = pairs["config"].tolist()
         term_configs = {t: [c for c in configs if (design.loc[design["config"] == c, _TERM_COLUMN[t]] > 0).any()]
                         for t in _TERMS}
-        return cls(families, configs, pairs["family"].tolist(), term_configs)
+        units = _log_units(design)
+        if units is not None and np.isnan(units).any():
+            raise InputError(
+                f"{int(np.isnan(units).sum())} of {len(units)} rows say how many units their SMP per unit averages "
+                "over (n_measured_out, n_units_out or out_shape) and the others do not; fit on tables that all "
+                "have one of these columns, or none."
+            )
+        ref = cfg_units = None
+        if units is not None:
+            ref = float(np.median(units))
+            mean_units = pd.Series(units, index=design.index).groupby(design["config"].to_numpy()).mean()
+            cfg_units = [float(mean_units[c]) for c in configs]
+        return cls(families, configs, pairs["family"].tolist(), term_configs, ref, cfg_units)
 
     def to_dict(self) -> dict[str, Any]:
         return {"families": self.families, "configs": self.configs, "config_family": self.config_family,
-                "term_configs": self.term_configs}
+                "term_configs": self.term_configs, "units_ref": self.units_ref, "config_units": self.config_units}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "_Index":
-        return cls(d["families"], d["configs"], d["config_family"], d["term_configs"])
+        return cls(d["families"], d["configs"], d["config_family"], d["term_configs"], d["units_ref"],
+                   d["config_units"])
+
+    def units(self, design: pd.DataFrame) -> np.ndarray:
+        """Log unit counts less the fit's median, shape (n_rows,); zeros for a model without the term."""
+        if self.units_ref is None:
+            return np.zeros(len(design))
+        u = _log_units(design)
+        if u is None or np.isnan(u).any():
+            raise InputError(
+                "This Bayesian model was fitted with the number of units per row (its dispersion depends on it); "
+                "the inputs need n_measured_out, n_units_out or out_shape in every row."
+            )
+        return u - self.units_ref
+
+    def seen_units(self, cfg: np.ndarray) -> np.ndarray:
+        """Per row (config codes ``cfg``, -1 unseen): its config's mean log unit count in the fit less the
+        median, 0 for unseen configs and for a model without the term."""
+        if self.units_ref is None:
+            return np.zeros(len(cfg))
+        uc = np.asarray(self.config_units, float) - self.units_ref
+        return np.where(cfg >= 0, uc[np.maximum(cfg, 0)], 0.0)
 
     def arrays(self, design: pd.DataFrame) -> dict[str, np.ndarray]:
         """Codes per row (-1 where unknown): family, config, and per term its config and family."""
@@ -121,16 +172,12 @@ class _Index:
         return out
 
 
-def _pooled(family_of_config: np.ndarray) -> np.ndarray:
-    """Which configs get their own effect: those whose family has at least two configs.
-
-    A family's only configuration cannot be told apart from its family
-    mean (the data pin down their sum: a ridge the sampler cannot cross
-    cleanly), so its effect is the family mean itself; configurations the fit
-    never saw still draw from the family mean plus the pooled spread.
-    """
-    counts = np.bincount(family_of_config)
-    return counts[family_of_config] >= 2
+def _log_units(design: pd.DataFrame) -> np.ndarray | None:
+    """The design's ``log_units`` (shape (n_rows,)), or None when no row has a unit count."""
+    if "log_units" not in design.columns:
+        return None
+    u = design["log_units"].to_numpy(float)
+    return None if np.isnan(u).all() else u
 
 
 def _config_effects(name: str, mean, scale, pooled: np.ndarray, dims: str):
@@ -140,6 +187,12 @@ def _config_effects(name: str, mean, scale, pooled: np.ndarray, dims: str):
     # lone configs get a standard-normal placeholder that nothing uses (it samples trivially)
     raw = pm.Normal(f"{name}_raw", pm.math.where(pooled, mean, 0.0), pm.math.where(pooled, scale, 1.0), dims=dims)
     return pm.Deterministic(name, pm.math.where(pooled, raw, mean), dims=dims)
+
+
+def _pooled(family_of_config: np.ndarray) -> np.ndarray:
+    """Which configs get their own effect: those whose family has at least two configs."""
+    counts = np.bincount(family_of_config)
+    return counts[family_of_config] >= 2
 
 
 def build_model(design: pd.DataFrame, index: "_Index"):
@@ -170,12 +223,21 @@ def build_model(design: pd.DataFrame, index: "_Index"):
             # configs without this term have it 0 in every row: any index gives a zero product
             mu = mu + pm.math.exp(log_c[np.maximum(a[f"cfg_{t}"][pos], 0)]) * a[t][pos]
         chained = np.array([_is_chained(c) for c in index.configs], dtype=float)
+        tau_d = pm.Gamma("tau_d", alpha=2.0, beta=2.0)
         d = pm.Normal("d", 4.0, 2.0, dims="family")
         g = pm.Normal("g", 0.0, 2.0, dims="family")
-        tau_d = pm.Gamma("tau_d", alpha=2.0, beta=2.0)
-        log_phi_c = _config_effects("log_phi_c", d[cfam] + g[cfam] * chained, tau_d, _pooled(cfam), "config")
+        centre = d[cfam] + g[cfam] * chained
+        if index.units_ref is not None:
+            # the slope enters the configs' centre (a config's rows share its unit count: on the rows it
+            # would make a ridge with the config effects) and the rows whose count differs from their config's
+            b = pm.Normal("b_units", 1.0, 0.5)
+            centre = centre + b * (np.asarray(index.config_units) - index.units_ref)
+        log_phi_c = _config_effects("log_phi_c", centre, tau_d, _pooled(cfam), "config")
         h0 = pm.Normal("h0", -4.0, 2.0, dims="family")
-        phi = pm.math.exp(log_phi_c[a["cfg"][pos]])
+        log_phi = log_phi_c[a["cfg"][pos]]
+        if index.units_ref is not None:
+            log_phi = log_phi + b * (index.units(design) - index.seen_units(a["cfg"]))[pos]
+        phi = pm.math.exp(log_phi)
         # Observations as data containers, so that a compiled model can be refitted to new data (SBC).
         y_obs = pm.Data("y_pos_obs", y[pos])
         zero_obs = pm.Data("is_zero_obs", (~pos).astype(np.int64))
@@ -266,7 +328,7 @@ def fit_bayes(design: pd.DataFrame, *, draws: int = 500, tune: int = 500, chains
     idata, t_compile, t_sample, used = _sample(model, draws=draws, tune=tune, chains=chains, seed=seed,
                                                sampler=sampler, progress=progress)
     keep = [v for v in ("a_new", "a_car", "tau_new", "tau_car", "log_c_new", "log_c_car", "d", "g",
-                        "tau_d", "log_phi_c", "h0") if v in idata.posterior]
+                        "tau_d", "log_phi_c", "b_units", "h0") if v in idata.posterior]
     az = _quiet_arviz()
     post = idata.posterior[keep]
     idata = az.InferenceData(posterior=post, sample_stats=idata.sample_stats,
@@ -328,13 +390,14 @@ class BayesTransfer(TransferModel):
         a = self.index.arrays(design)
         _, config_code = np.unique(design["config"].astype(str) + "\0" + design["family"].astype(str),
                                    return_inverse=True)
-
+        # log unit count relative to the config's in the fit (seen) or to the median (unseen: population)
+        units = (self.index.units(design) - self.index.seen_units(a["cfg"]))[:, None]
         chained = np.array([_is_chained(c) for c in design["config"].astype(str)], dtype=float)[:, None]
 
-        def effect(t: str, fitted: str, mean: str, slope: str, scale: str, cfg: np.ndarray, fam: np.ndarray):
+        def effect(t: str, fitted: str, mean: str, slope: str, cfg: np.ndarray, fam: np.ndarray):
             """log effect (n_rows, n_draws): fitted, else the family's population, else the prior."""
             z = rng.standard_normal((config_code.max() + 1, n_draws))[config_code]
-            sd = p[scale][pick][None, :] if scale in p else 0.2
+            sd = p[f"tau_{t}"][pick][None, :] if f"tau_{t}" in p else 0.2
             if mean in p:
                 f = np.maximum(fam, 0)
                 centre = p[mean][pick][:, f].T
@@ -349,9 +412,11 @@ class BayesTransfer(TransferModel):
 
         mu = np.zeros((len(design), n_draws))
         for t in _TERMS:
-            log_c = effect(t, f"log_c_{t}", f"a_{t}", "", f"tau_{t}", a[f"cfg_{t}"], a[f"fam_{t}"])
+            log_c = effect(t, f"log_c_{t}", f"a_{t}", "", a[f"cfg_{t}"], a[f"fam_{t}"])
             mu += np.exp(log_c) * a[t][:, None]
-        log_phi = effect("d", "log_phi_c", "d", "g", "tau_d", a["cfg"], a["fam"])
+        log_phi = effect("d", "log_phi_c", "d", "g", a["cfg"], a["fam"])
+        if "b_units" in p:
+            log_phi = log_phi + p["b_units"][pick][None, :] * units
         p0 = 1.0 / (1.0 + np.exp(-p["h0"][pick][:, a["fam"]].T))
         return mu, np.exp(log_phi), p0
 
@@ -390,18 +455,37 @@ class BayesTransfer(TransferModel):
         return {"index": self.index.to_dict(), "info": self.info}
 
     def to_frame(self) -> pd.DataFrame:
-        """Posterior means and 90 % intervals of the family-level corrections (e^a) and dispersions."""
+        """Posterior means and 90 % intervals of the family-level corrections (e^a), dispersions and spreads.
+
+        Spreads (``tau``, family "all": shared) are on the log scale of the
+        configuration effects; ``b_units`` (family "all") is the slope of the
+        log Gamma shape on the log unit count.
+        """
         post = self.idata.posterior
         rows = []
-        for name, label in (("a_new", "new-kink factor e^a_new"), ("a_car", "carried-kink factor e^a_car"),
-                            ("d", "Gamma shape e^d")):
+
+        def add(family: str, label: str, v: np.ndarray) -> None:
+            rows.append({"family": family, "parameter": label, "mean": v.mean(),
+                         "q05": np.quantile(v, 0.05), "q95": np.quantile(v, 0.95)})
+
+        for name, label, transform in (("a_new", "new-kink factor e^a_new", np.exp),
+                                       ("a_car", "carried-kink factor e^a_car", np.exp),
+                                       ("d", "Gamma shape e^d", np.exp),
+                                       ("tau_new", "config spread tau_new", None),
+                                       ("tau_car", "config spread tau_car", None),
+                                       ("tau_d", "config spread tau_d", None)):
             if name not in post:
+                continue
+            if post[name].ndim == 2:  # one for all families
+                v = post[name].values.ravel()
+                add("all", label, transform(v) if transform else v)
                 continue
             dim = post[name].dims[-1]
             for fam in post[name][dim].values:
-                v = np.exp(post[name].sel({dim: fam}).values.ravel())
-                rows.append({"family": str(fam), "parameter": label, "mean": v.mean(),
-                             "q05": np.quantile(v, 0.05), "q95": np.quantile(v, 0.95)})
+                v = post[name].sel({dim: fam}).values.ravel()
+                add(str(fam), label, transform(v) if transform else v)
+        if "b_units" in post:
+            add("all", "unit-count slope b_units", post["b_units"].values.ravel())
         return pd.DataFrame(rows).sort_values(["family", "parameter"], kind="stable", ignore_index=True)
 
     def summary(self) -> str:
@@ -418,7 +502,7 @@ class BayesTransfer(TransferModel):
     def save(self, path: str | os.PathLike) -> Path:
         """Write the InferenceData (netCDF) with the model description in its attributes, atomically."""
         target = Path(os.fspath(path))
-        meta = {"format": FORMAT, "format_version": 1, "kind": self.kind, "package_version": package_version(),
+        meta = {"format": FORMAT, "format_version": _BAYES_FORMAT_VERSION, "kind": self.kind, "package_version": package_version(),
                 "model": self.to_dict()}
         idata = self.idata.copy()
         idata.posterior.attrs["smpstats"] = json.dumps(meta)
@@ -439,6 +523,13 @@ class BayesTransfer(TransferModel):
             ) from None
         if meta.get("format") != FORMAT or meta.get("kind") != "bayes":
             raise DataFileError(f"'{path}' is a netCDF file but not a smpstats Bayesian model.")
+        version = meta.get("format_version", 0)
+        if version != _BAYES_FORMAT_VERSION:
+            newer = "a newer smpstats; upgrade" if version > _BAYES_FORMAT_VERSION else (
+                "an older smpstats (no unit-count term); refit it with smpstats.fit "
+                "(or delete it from the cache so that it is rebuilt)")
+            raise DataFileError(f"'{path}' holds a Bayesian model of format version {version}, written by {newer}; "
+                                f"this smpstats reads version {_BAYES_FORMAT_VERSION}.")
         idx = meta["model"]["index"]
         index = _Index.from_dict(idx)
         idata.posterior.attrs.pop("smpstats", None)

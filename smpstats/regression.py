@@ -8,7 +8,13 @@ Per block family, on the rows with ``smp_out > 0``:
   dropped); ``beta = 0`` is the theory itself;
 * dispersion: a second Gamma GLM (log link, same ``X``) on the squared
   Pearson residuals, alternated with the mean fit (a double GLM), so that
-  blocks whose output varies less get narrower intervals;
+  blocks whose output varies less get narrower intervals; plus
+  ``-b (u - u_ref)`` with ``u`` the log number of output units the SMP per
+  unit averages over (``log_units``; fewer units, more trial-to-trial
+  variance: ``b = 1`` for independent units). The units vary between
+  configurations only, so ``b`` is one slope for all families: a pooled
+  Gamma GLM of all families' squared Pearson residuals on their own
+  columns and ``u`` (tables without unit counts leave the term out);
 * hurdle: ``P(y = 0)``, a logistic regression on ``[1, log_rel]`` when the
   family has at least 5 zeros and 5 positives, else a Beta(zeros + 1/2,
   positives + 1/2) probability;
@@ -18,7 +24,12 @@ Per block family, on the rows with ``smp_out > 0``:
   GLM is refitted without each configuration and the root mean square of
   the left-out configuration's mean ``log(y / predicted mean)`` (less its
   within-configuration sampling variance) is the spread of a new
-  configuration's effect. Rows of a configuration the fit never saw get a
+  configuration's effect. With 2-4 configurations per family that
+  estimate is rough, so each family's is moderated towards the pool of all
+  families (empirical Bayes, Smyth 2004: the families' squared spreads are
+  scaled chi-square on as many degrees of freedom as configurations, their
+  scale drawn from a scaled inverse chi-square whose centre and degrees
+  of freedom are estimated from all families). Rows of a configuration the fit never saw get a
   log-normal factor with that spread (one per configuration and draw), so
   that predictions for new architectures admit that configurations differ.
   (Seen configurations have no effect of their own: differences the
@@ -75,10 +86,16 @@ class FamilyRegression:
     n_rows: int
     n_zero: int
     configs: list[str]
-    config_sd: float
+    config_sd: float  # spread of a new configuration's log effect, moderated across families
+    loco_sd: float  # the family's own leave-one-configuration-out estimate of it
+    loco_df: int  # its degrees of freedom (configurations scored)
+    units_coef: float  # slope of the log squared CV on the log unit count (shared by all families)
+    units_ref: float | None  # log unit count at which the slope is 0; None: no unit-count term
 
     @classmethod
-    def fit(cls, family: str, design: pd.DataFrame) -> "FamilyRegression":
+    def fit(cls, family: str, design: pd.DataFrame, units_coef: float = 0.0,
+            units_ref: float | None = None) -> "FamilyRegression":
+        """Fit one family's regressions; ``units_coef`` (fixed) enters the dispersion as ``coef (u - units_ref)``."""
         import statsmodels.api as sm
 
         if len(design) < _MIN_ROWS:
@@ -97,6 +114,7 @@ class FamilyRegression:
         X = _design_matrix(d, columns)
         yp, offset = d["y"].to_numpy(float), np.log(d["theory"].to_numpy(float))
         gamma_family = sm.families.Gamma(sm.families.links.Log())
+        disp_offset = units_coef * _units_term(d, units_ref)
         weights = np.ones(len(d))
         gamma = np.zeros(len(columns))
         with warnings.catch_warnings():
@@ -105,9 +123,9 @@ class FamilyRegression:
                 mean_fit = sm.GLM(yp, X, family=gamma_family, offset=offset, var_weights=weights).fit()
                 mu = mean_fit.fittedvalues
                 d2 = np.maximum(((yp - mu) / mu) ** 2, 1e-12)
-                disp_fit = sm.GLM(d2, X, family=sm.families.Gamma(sm.families.links.Log())).fit()
+                disp_fit = sm.GLM(d2, X, family=sm.families.Gamma(sm.families.links.Log()), offset=disp_offset).fit()
                 gamma = disp_fit.params
-                weights = 1.0 / np.exp(X @ gamma)
+                weights = 1.0 / np.exp(X @ gamma + disp_offset)
             mean_fit = sm.GLM(yp, X, family=gamma_family, offset=offset, var_weights=weights).fit(scale=1.0)
             log_ratio = np.log(yp) - offset
             qs = np.array([sm.QuantReg(log_ratio, X).fit(q=q, max_iter=5000).params for q in QUANTILES])
@@ -120,9 +138,17 @@ class FamilyRegression:
             hurdle_kind, hurdle, hurdle_cov = "logit", np.asarray(h.params), np.asarray(h.cov_params())
         else:
             hurdle_kind, hurdle, hurdle_cov = "beta", np.array([n_zero + 0.5, pos.sum() + 0.5]), np.zeros((2, 2))
-        config_sd = _leave_one_config_out_sd(d)
+        loco_sd, loco_df = _leave_one_config_out_sd(d)
         return cls(family, columns, np.asarray(mean_fit.params), np.asarray(mean_fit.cov_params()), np.asarray(gamma),
-                   hurdle_kind, hurdle, hurdle_cov, qs, len(design), n_zero, sorted(set(design["config"])), config_sd)
+                   hurdle_kind, hurdle, hurdle_cov, qs, len(design), n_zero, sorted(set(design["config"])), loco_sd,
+                   loco_sd, loco_df, float(units_coef), units_ref)
+
+    def squared_pearson(self, design: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Squared Pearson residuals of the mean fit on the rows with ``y > 0`` and their dispersion ``X``."""
+        d = design[design["y"].to_numpy(float) > 0]
+        X = _design_matrix(d, self.columns)
+        mu = d["theory"].to_numpy(float) * np.exp(X @ self.beta)
+        return np.maximum(((d["y"].to_numpy(float) - mu) / mu) ** 2, 1e-12), X
 
     def draws(self, design: pd.DataFrame, n_draws: int, rng: np.random.Generator) -> np.ndarray:
         X = _design_matrix(design, self.columns)
@@ -135,7 +161,7 @@ class FamilyRegression:
             _, code = np.unique(configs, return_inverse=True)
             shift = self.config_sd * rng.standard_normal((code.max() + 1, n_draws))[code]
             mu = mu * np.where(unseen[:, None], np.exp(shift), 1.0)
-        phi = np.exp(X @ self.gamma)[:, None]  # squared coefficient of variation
+        phi = np.exp(X @ self.gamma + self.units_coef * _units_term(design, self.units_ref))[:, None]  # squared CV
         shape = 1.0 / phi
         y = rng.gamma(shape, mu / shape, size=mu.shape)
         if self.hurdle_kind == "logit":
@@ -157,7 +183,8 @@ class FamilyRegression:
                 "beta_cov": self.beta_cov.tolist(), "gamma": self.gamma.tolist(), "hurdle_kind": self.hurdle_kind,
                 "hurdle": self.hurdle.tolist(), "hurdle_cov": self.hurdle_cov.tolist(),
                 "quantiles": self.quantiles.tolist(), "n_rows": self.n_rows, "n_zero": self.n_zero,
-                "configs": self.configs, "config_sd": self.config_sd}
+                "configs": self.configs, "config_sd": self.config_sd, "loco_sd": self.loco_sd,
+                "loco_df": self.loco_df, "units_coef": self.units_coef, "units_ref": self.units_ref}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FamilyRegression":
@@ -165,20 +192,29 @@ class FamilyRegression:
         p = len(d["columns"])
         if arr["beta"].shape != (p,) or arr["beta_cov"].shape != (p, p) or arr["quantiles"].shape != (len(QUANTILES), p):
             raise ValueError(f"coefficient shapes do not match the {p} columns of family {d['family']!r}")
+        ref = d["units_ref"]
         return cls(d["family"], list(d["columns"]), arr["beta"], arr["beta_cov"], arr["gamma"], d["hurdle_kind"],
                    arr["hurdle"], arr["hurdle_cov"], arr["quantiles"], int(d["n_rows"]), int(d["n_zero"]),
-                   [str(c) for c in d["configs"]], float(d["config_sd"]))
+                   [str(c) for c in d["configs"]], float(d["config_sd"]), float(d["loco_sd"]), int(d["loco_df"]),
+                   float(d["units_coef"]), None if ref is None else float(ref))
 
 
-def _leave_one_config_out_sd(d: pd.DataFrame) -> float:
-    """Spread (log scale) of a new configuration's effect: refit without each config, score it (see module doc)."""
+def _leave_one_config_out_sd(d: pd.DataFrame) -> tuple[float, int]:
+    """Spread (log scale) of a new configuration's effect and its degrees of freedom (see module doc).
+
+    Each configuration is left out in turn, the mean GLM refitted without
+    it, and its mean ``log(y / predicted)`` scored; the squared scores less
+    their sampling variance are averaged. The estimate is floored at the
+    mean sampling variance of a configuration's mean (no spread below it can
+    be resolved). ``(0.0, 0)`` for a family with one configuration.
+    """
     import statsmodels.api as sm
 
     configs = d["config"].to_numpy()
     if len(set(configs)) < 2:
-        return 0.0
+        return 0.0, 0
     family = sm.families.Gamma(sm.families.links.Log())
-    sq = []
+    sq, resolution = [], []
     for c in sorted(set(configs)):
         rest, left = d[configs != c], d[configs == c]
         cols = _varying(rest)
@@ -188,8 +224,113 @@ def _leave_one_config_out_sd(d: pd.DataFrame) -> float:
                          offset=np.log(rest["theory"].to_numpy(float))).fit()
         pred = _design_matrix(left, cols) @ res.params + np.log(left["theory"].to_numpy(float))
         r = np.log(left["y"].to_numpy(float)) - pred
-        sq.append(r.mean() ** 2 - r.var(ddof=1) / len(r) if len(r) > 1 else r.mean() ** 2)
-    return float(np.sqrt(max(np.mean(sq), 0.0)))
+        sampling = r.var(ddof=1) / len(r) if len(r) > 1 else 0.0
+        sq.append(r.mean() ** 2 - sampling)
+        resolution.append(sampling)
+    return float(np.sqrt(max(np.mean(sq), np.mean(resolution), 1e-12))), len(sq)
+
+
+def _units_term(design: pd.DataFrame, units_ref: float | None) -> np.ndarray:
+    """``log_units - units_ref`` per row, shape (n_rows,); zeros for a model without the unit-count term."""
+    if units_ref is None:
+        return np.zeros(len(design))
+    u = design["log_units"].to_numpy(float) if "log_units" in design.columns else np.full(len(design), np.nan)
+    if np.isnan(u).any():
+        raise InputError(
+            "This regression model was fitted with the number of units per row (its dispersion depends on it); "
+            "the inputs need n_measured_out, n_units_out or out_shape in every row."
+        )
+    return u - units_ref
+
+
+def _units_ref(design: pd.DataFrame) -> float | None:
+    """Median log unit count of a training design; None when no row has one (the term is left out)."""
+    u = design["log_units"].to_numpy(float) if "log_units" in design.columns else np.full(len(design), np.nan)
+    if np.isnan(u).all():
+        return None
+    if np.isnan(u).any():
+        raise InputError(
+            f"{int((~np.isnan(u)).sum())} of {len(u)} rows say how many units their SMP per unit averages over "
+            "(n_measured_out, n_units_out or out_shape) and the others do not; fit on tables that all have one "
+            "of these columns, or none."
+        )
+    return float(np.median(u))
+
+
+def _pooled_units_coef(fits: dict[str, "FamilyRegression"], groups: dict[str, pd.DataFrame], ref: float) -> float:
+    """Slope of the log squared CV on the log unit count, one for all families (module doc).
+
+    A Gamma GLM (log link) of all families' squared Pearson residuals on
+    each family's own dispersion columns (block diagonal) and the shared
+    ``log_units - ref``.
+    """
+    import statsmodels.api as sm
+
+    blocks, units, d2s = [], [], []
+    for f, r in fits.items():
+        d2, X = r.squared_pearson(groups[f])
+        blocks.append(X)
+        d2s.append(d2)
+        units.append(_units_term(groups[f][groups[f]["y"].to_numpy(float) > 0], ref))
+    n = sum(len(b) for b in blocks)
+    X = np.zeros((n, sum(b.shape[1] for b in blocks) + 1))
+    row = col = 0
+    for b in blocks:
+        X[row:row + len(b), col:col + b.shape[1]] = b
+        row, col = row + len(b), col + b.shape[1]
+    X[:, -1] = np.concatenate(units)
+    if np.ptp(X[:, -1]) < 1e-9:
+        return 0.0  # every row has the same unit count: no slope to learn
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = sm.GLM(np.concatenate(d2s), X, family=sm.families.Gamma(sm.families.links.Log())).fit()
+    return float(res.params[-1])
+
+
+def _trigamma_inverse(x: float) -> float:
+    """``y`` with ``trigamma(y) = x`` (x > 0), by Newton's method as in Smyth (2004)."""
+    from scipy import special
+
+    y = 0.5 + 1.0 / x
+    for _ in range(50):
+        tri = special.polygamma(1, y)
+        step = tri * (1.0 - tri / x) / special.polygamma(2, y)
+        y += step
+        if -step / y < 1e-8:
+            break
+    return float(y)
+
+
+def moderated_spreads(sd: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """Spreads moderated towards their pool by empirical Bayes (Smyth 2004), shape as ``sd``.
+
+    Each squared spread ``sd^2`` is taken as scaled chi-square on ``df``
+    degrees of freedom around its true value, and the true values as scaled
+    inverse chi-square with centre ``s0^2`` and ``d0`` degrees of freedom,
+    both estimated by moments of ``log sd^2`` over all entries. The result
+    is the posterior mean ``(d0 s0^2 + df sd^2) / (d0 + df)``: close to
+    ``s0`` when the entries scatter no more than their own sampling error
+    explains, close to ``sd`` when they truly differ. Entries with
+    ``df = 0`` (one configuration) take ``s0``; with fewer than two entries
+    of ``df > 0`` the spreads are returned unchanged.
+    """
+    from scipy import special
+
+    sd, df = np.asarray(sd, float), np.asarray(df, float)
+    ok = df > 0
+    if ok.sum() < 2:
+        return sd.copy()
+    half = df[ok] / 2
+    e = np.log(sd[ok] ** 2) - special.digamma(half) + np.log(half)
+    excess = e.var(ddof=1) - special.polygamma(1, half).mean()
+    if excess > 0:
+        d0 = 2 * _trigamma_inverse(excess)
+        s02 = np.exp(e.mean() + special.digamma(d0 / 2) - np.log(d0 / 2))
+        post = (d0 * s02 + df * sd**2) / (d0 + df)
+    else:  # the spreads differ no more than chance: one pooled value
+        s02 = np.exp(e.mean())
+        post = np.full_like(sd, s02)
+    return np.sqrt(np.where(ok, post, s02))
 
 
 class RegressionTransfer(TransferModel):
@@ -203,7 +344,19 @@ class RegressionTransfer(TransferModel):
 
     @classmethod
     def fit_design(cls, design: pd.DataFrame) -> "RegressionTransfer":
-        return cls({f: FamilyRegression.fit(f, g) for f, g in design.groupby("family", sort=True)})
+        """Fit every family; the unit-count slope and the new-configuration spreads are pooled (module doc)."""
+        groups = {f: g for f, g in design.groupby("family", sort=True)}
+        ref = _units_ref(design)
+        coef = 0.0
+        if ref is not None:
+            first = {f: FamilyRegression.fit(f, g) for f, g in groups.items()}
+            coef = _pooled_units_coef(first, groups, ref)
+        fits = {f: FamilyRegression.fit(f, g, units_coef=coef, units_ref=ref) for f, g in groups.items()}
+        sds = moderated_spreads(np.array([r.loco_sd for r in fits.values()]),
+                                np.array([r.loco_df for r in fits.values()]))
+        for r, sd in zip(fits.values(), sds):
+            r.config_sd = float(sd)
+        return cls(fits)
 
     def _draws(self, design: pd.DataFrame, n_draws: int, rng: np.random.Generator) -> np.ndarray:
         out = np.empty((len(design), n_draws))
@@ -233,6 +386,10 @@ class RegressionTransfer(TransferModel):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RegressionTransfer":
+        old = [f for f, r in d["families"].items() if "units_coef" not in r]
+        if old:
+            raise ValueError(f"families {', '.join(old)} were written by an older smpstats (no unit-count term "
+                             "in the dispersion, unpooled spreads of new configurations); refit the model")
         return cls({f: FamilyRegression.from_dict(r) for f, r in d["families"].items()})
 
     def to_frame(self) -> pd.DataFrame:
@@ -241,5 +398,9 @@ class RegressionTransfer(TransferModel):
             se = np.sqrt(np.diag(r.beta_cov))
             for c, b, s, g in zip(r.columns, r.beta, se, r.gamma):
                 rows.append({"family": f, "term": c, "mean_coef": b, "mean_se": s, "dispersion_coef": g,
-                             "config_sd": r.config_sd, "n_rows": r.n_rows, "n_zero": r.n_zero})
+                             "config_sd": r.config_sd, "loco_sd": r.loco_sd, "n_rows": r.n_rows, "n_zero": r.n_zero})
+            if r.units_ref is not None:
+                rows.append({"family": f, "term": "log_units", "mean_coef": 0.0, "mean_se": 0.0,
+                             "dispersion_coef": r.units_coef, "config_sd": r.config_sd, "loco_sd": r.loco_sd,
+                             "n_rows": r.n_rows, "n_zero": r.n_zero})
         return pd.DataFrame(rows)

@@ -17,6 +17,10 @@ columns that every transfer model reads:
   length scale (resolution);
 * ``chained``: 1 when the block follows another block in the same trial
   (its input then comes from a block, with correlated neighbours), else 0;
+* ``log_units``: log of the number of output units that the SMP per unit
+  averages over (``n_measured_out``, else ``n_units_out``, else the product
+  of ``out_shape``; NaN when the table says none of these): fewer units,
+  more trial-to-trial variance of the per-unit mean;
 * ``y``: the observed ``smp_out`` when present.
 """
 
@@ -28,7 +32,7 @@ import pandas as pd
 from .errors import InputError
 from .theory_terms import theory_terms
 
-__all__ = ["design_frame", "COVARIATES"]
+__all__ = ["design_frame", "COVARIATES", "units_averaged"]
 
 #: Continuous covariates (besides the theory terms) used by the statistical tiers.
 COVARIATES = ("share_new", "log_rel", "log_res", "chained")
@@ -54,6 +58,29 @@ def _previous_specs(samples: pd.DataFrame) -> pd.Series:
     prev_index = pd.MultiIndex.from_frame(samples[keys].assign(stage=samples["stage"] - 1))
     prev = lookup.reindex(prev_index).fillna("").to_numpy()
     return pd.Series(prev, index=samples.index)
+
+
+def units_averaged(samples: pd.DataFrame) -> np.ndarray:
+    """Number of output units the SMP per unit of each row averages over, shape (n_rows,); NaN where unknown.
+
+    ``n_measured_out`` (simulations may measure a random subset of a large
+    layer), else ``n_units_out``, else the product of ``out_shape`` (a
+    tuple or its string, as :func:`smpstats.simulate` writes it).
+    """
+    out = np.full(len(samples), np.nan)
+    for col in ("n_measured_out", "n_units_out"):
+        if col in samples.columns:
+            v = pd.to_numeric(samples[col], errors="coerce").to_numpy(float)
+            out = np.where(np.isnan(out), v, out)
+    if "out_shape" in samples.columns and np.isnan(out).any():
+        def size(shape: object) -> float:
+            dims = shape if isinstance(shape, tuple) else str(shape).strip("()[] ").replace(",", " ").split()
+            try:
+                return float(np.prod([int(d) for d in dims])) if len(dims) else np.nan
+            except ValueError:
+                return np.nan
+        out = np.where(np.isnan(out), [size(s) for s in samples["out_shape"]], out)
+    return np.where(out >= 1, out, np.nan)
 
 
 def design_frame(samples: pd.DataFrame) -> pd.DataFrame:
@@ -100,5 +127,6 @@ def design_frame(samples: pd.DataFrame) -> pd.DataFrame:
             raise InputError("samples need a dt or n_points column (grid step) for the resolution covariate.")
         out["log_res"] = np.log(np.maximum(samples["sigma_in"].to_numpy(float), _TINY) / np.maximum(sd_in * dt, _TINY))
     out["chained"] = (prev != "").to_numpy(float)
+    out["log_units"] = np.log(units_averaged(samples))
     out["y"] = samples["smp_out"].to_numpy(float) if "smp_out" in samples.columns else np.nan
     return out

@@ -9,7 +9,7 @@ import pytest
 
 from smpstats.bayes import BayesTransfer, _design_dataset, _Index
 from smpstats.checks import check
-from smpstats.errors import DataFileError
+from smpstats.errors import DataFileError, InputError
 from smpstats.transfer import fit, load_model
 from smpstats.transfer_data import design_frame
 
@@ -31,8 +31,11 @@ def _table(n, seed, configs=(("relu", "relu", None), ("maxpool1d", "maxpool1d(ke
     return pd.concat(parts, ignore_index=True)
 
 
-def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, draws=100, tau=0.3):
-    """A BayesTransfer whose posterior sits tightly (sd 0.005) at known values (configs in index order)."""
+def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, draws=100, tau=0.3, b_units=None):
+    """A BayesTransfer whose posterior sits tightly (sd 0.005) at known values (configs in index order).
+
+    ``b_units`` (needs unit counts in ``design``): the slope of the log Gamma shape on the log unit count.
+    """
     index = _Index.from_design(design)
     nf, nc = len(index.families), len(index.configs)
 
@@ -45,6 +48,8 @@ def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, dra
             "log_c_new": log_c_new, "log_c_car": const(0.0, (nc,)), "d": const(np.log(shape), (nf,)),
             "tau_d": const(0.01), "log_phi_c": np.log(shape) + 10 * jitter[1], "h0": const(-30.0, (nf,)),
             "g": const(0.0, (nf,))}
+    if b_units is not None:
+        post["b_units"] = const(b_units)
     assert index.term_configs["new"] == index.term_configs["car"] == index.configs
     dims = {"a_new": ["family_new"], "a_car": ["family_car"], "d": ["family"], "h0": ["family"],
             "g": ["family"],
@@ -173,3 +178,58 @@ def test_sbc_ranks_are_in_range_and_not_grossly_non_uniform():
     u = res.uniformity(bins=4)
     assert (u["p_value"] > 1e-4).all(), res.summary()
     plot_sbc_ranks(res)
+
+
+def test_the_gamma_shape_follows_the_number_of_units():
+    df = _table(200, 20).assign(n_units_out=128)
+    model = _model(design_frame(df.assign(smp_out=1.0)), shape=400.0, b_units=1.0)
+    assert model.index.units_ref == pytest.approx(np.log(128))
+    # the same (seen) blocks in layers with 4x fewer and 4x more units: CV x2 and x1/2
+    cv = {}
+    for n in (32, 128, 512):
+        pred = model.predict(df.assign(n_units_out=n), n_draws=4000, seed=2)
+        cv[n] = np.median(pred.std() / pred.mean())
+    assert cv[128] == pytest.approx(1 / np.sqrt(400), rel=0.1)
+    assert cv[32] / cv[128] == pytest.approx(2.0, rel=0.1)
+    assert cv[512] / cv[128] == pytest.approx(0.5, rel=0.1)
+    with pytest.raises(InputError, match="number of units"):
+        model.predict(df.drop(columns="n_units_out"))
+    with pytest.raises(InputError, match="and the others do not"):
+        _Index.from_design(design_frame(pd.concat([df, _table(5, 21)], ignore_index=True).assign(smp_out=1.0)))
+
+
+def test_models_of_an_older_format_are_refused_clearly(tmp_path):
+    df = _table(50, 22)
+    path = _model(design_frame(df.assign(smp_out=1.0))).save(tmp_path / "fit.nc")
+    idata = az.from_netcdf(str(path))
+    meta = json.loads(idata.posterior.attrs["smpstats"])
+    meta["format_version"] = 1
+    idata.posterior.attrs["smpstats"] = json.dumps(meta)
+    idata.to_netcdf(str(tmp_path / "old.nc"))
+    with pytest.raises(DataFileError, match="format version 1.*older smpstats.*refit"):
+        load_model(tmp_path / "old.nc")
+
+
+@pytest.mark.slow
+def test_a_real_fit_learns_how_the_dispersion_scales_with_the_number_of_units():
+    """Configurations of different widths whose Gamma shape is proportional to their unit count: b ~ 1.
+
+    Each configuration's shape and mean also have their own factors (log sd 0.3 and 0.15), as real
+    configurations do.
+    """
+    rng = np.random.default_rng(23)
+    parts = []
+    for k, n_units in enumerate((16, 32, 64, 128, 256, 512)):
+        spec = f"relu(variant={k})" if k % 2 else f"maxpool1d(kernel_size={k + 2})"
+        block, window = ("relu", None) if k % 2 else ("maxpool1d", k + 2)
+        part = _table(120, 30 + k, configs=((block, spec, window),)).assign(n_units_out=n_units)
+        design = design_frame(part.assign(smp_out=1.0))
+        shape = 2.0 * n_units * np.exp(rng.normal(0.0, 0.3))  # configs differ beyond their width too
+        part["smp_out"] = rng.gamma(shape, design["theory"].to_numpy() * np.exp(rng.normal(0.0, 0.15)) / shape)
+        parts.append(part)
+    model = fit(pd.concat(parts, ignore_index=True), kind="bayes", seed=2)
+    # six configurations only: a few divergences may occur here; the chains must agree
+    assert model.info["r_hat_max"] <= 1.01, model.summary()
+    b = model.idata.posterior["b_units"].values.ravel()
+    lo, hi = np.quantile(b, [0.005, 0.995])
+    assert 0.0 < lo < 1.0 < hi  # the dispersion depends on the width, at the rate of independent units

@@ -336,3 +336,68 @@ def test_regression_spread_for_unseen_configurations_is_learnt_from_left_out_one
         lo, hi = model.predict(rows, n_draws=2000, seed=1).interval(0.9)
         width[name] = np.median(np.log(hi / lo))
     assert width["unseen"] > 1.2 * width["seen"]
+
+
+def _units_table(n, seed, units=(32, 128, 512), ref_shape=50.0):
+    """ReLU and max-pool rows whose Gamma shape is ref_shape * n_units / 128 (independent units)."""
+    rng = np.random.default_rng(seed)
+    df = pd.concat([_rows("relu", n, rng), _rows("maxpool1d", n, rng, spec="maxpool1d(kernel_size=2)", window=2)],
+                   ignore_index=True)
+    df["n_units_out"] = rng.choice(units, size=len(df))
+    shape = ref_shape * df["n_units_out"].to_numpy() / 128
+    df["smp_out"] = theory_terms(df)["theory"].to_numpy() * rng.gamma(shape, 1 / shape)
+    return df
+
+
+def test_design_frame_counts_the_units_averaged():
+    rng = np.random.default_rng(0)
+    df = _rows("relu", 3, rng, out_shape=["(8, 64)", "(4, 16)", "(16,)"])
+    np.testing.assert_allclose(np.exp(design_frame(df)["log_units"]), [512, 64, 16])
+    df["n_measured_out"] = [100, 64, 16]  # a measured subset of a large layer counts, not the layer
+    np.testing.assert_allclose(np.exp(design_frame(df)["log_units"]), [100, 64, 16])
+    assert design_frame(_rows("relu", 2, rng))["log_units"].isna().all()
+
+
+def test_regression_dispersion_follows_the_number_of_units():
+    model = fit(_units_table(600, 0), kind="regression")
+    # squared CV ~ 1 / n_units: slope -1 on the log unit count, one for both families
+    assert model.fits["relu"].units_coef == pytest.approx(-1.0, abs=0.15)
+    assert model.fits["maxpool"].units_coef == model.fits["relu"].units_coef
+    # a seen block in a layer with 16x fewer units: 4x the CV, and calibrated intervals
+    hold = _units_table(600, 1, units=(32, 512))
+    pred = model.predict(hold, n_draws=2000, seed=0)
+    cv = pd.Series(pred.std() / pred.mean()).groupby(hold["n_units_out"].to_numpy()).median()
+    assert cv[32] / cv[512] == pytest.approx(4.0, rel=0.2)
+    lo, hi = pred.interval(0.9)
+    y = hold["smp_out"].to_numpy()
+    for n in (32, 512):
+        rows = (hold["n_units_out"] == n).to_numpy()
+        assert np.mean((y[rows] >= lo[rows]) & (y[rows] <= hi[rows])) == pytest.approx(0.9, abs=0.05)
+    with pytest.raises(InputError, match="number of units"):
+        model.predict(hold.drop(columns="n_units_out"))
+    # tables without unit counts fit without the term
+    assert fit(_synthetic(n=200), kind="regression").fits["relu"].units_ref is None
+
+
+def test_new_configuration_spreads_are_moderated_towards_the_pool():
+    from smpstats.regression import moderated_spreads
+
+    # spreads that differ no more than their sampling error explains: one pooled value
+    same = moderated_spreads(np.array([0.08, 0.12, 0.1, 0.11, 0.09]), np.array([3, 3, 4, 2, 3]))
+    assert np.ptp(same) < 1e-12 and 0.08 < same[0] < 0.13
+    # spreads that truly differ (well-estimated): each keeps close to its own
+    far = moderated_spreads(np.array([0.01, 0.3, 0.012, 0.28]), np.full(4, 200))
+    np.testing.assert_allclose(far, [0.01, 0.3, 0.012, 0.28], rtol=0.15)
+    # a lone configuration (df 0) takes the pool; a rough estimate moves towards it
+    mixed = moderated_spreads(np.array([0.05, 0.2, 0.1, 0.1, 0.5]), np.array([2, 3, 3, 0, 2]))
+    assert mixed[3] > 0 and abs(mixed[4] - mixed[3]) < abs(0.5 - mixed[3])
+
+
+def test_old_regression_files_are_refused_clearly(tmp_path):
+    model = fit(_synthetic(n=200), kind="regression")
+    doc = json.loads(model.save(tmp_path / "m.json").read_text())
+    for fam in doc["model"]["families"].values():
+        del fam["units_coef"]
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    with pytest.raises(DataFileError, match="older smpstats"):
+        load_model(tmp_path / "old.json")
