@@ -81,9 +81,16 @@ def default_model(kind: str = "regression", *, progress: bool = True):
     """The default fitted transfer model of ``kind`` for all standard blocks (shipped, cached or built now)."""
     from .transfer import load_model
 
+    from .errors import DataFileError
+
     kind = _check_kind(kind)
-    for folder in (_SHIPPED, cache_dir()):
-        candidate = folder / _FILES[kind]
-        if candidate.is_file():
-            return load_model(candidate)
+    shipped, cached = _SHIPPED / _FILES[kind], cache_dir() / _FILES[kind]
+    if shipped.is_file():
+        return load_model(shipped)
+    if cached.is_file():
+        try:
+            return load_model(cached)
+        except DataFileError as exc:  # written by another smpstats version, or damaged: rebuild it
+            logger.warning("The cached default %s model at %s cannot be used (%s); building it again.", kind, cached,
+                           exc)
     return build_default_model(kind, progress=progress)

@@ -27,6 +27,14 @@ def test_built_on_first_use_then_loaded_from_the_cache(empty_package, monkeypatc
     assert again.to_dict() == model.to_dict()
 
 
+def test_an_unusable_cached_file_is_rebuilt(empty_package, caplog):
+    empty_package.mkdir(parents=True)
+    (empty_package / "regression.json").write_text('{"format": "something else"}')
+    model = smpstats.default_model("regression", progress=False)
+    assert model.kind == "regression" and "building it again" in caplog.text
+    assert smpstats.load_model(empty_package / "regression.json").to_dict() == model.to_dict()
+
+
 def test_bad_kind():
     with pytest.raises(InputError, match="default models exist for kind 'regression' or 'bayes'; got 'theory'"):
         smpstats.default_model("theory")
