@@ -55,8 +55,6 @@ from __future__ import annotations
 import bisect
 import copy
 import logging
-import math
-import numbers
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -425,7 +423,7 @@ class _Evaluator:
             self.ops = dict(tr.pl_ops)
         if not (np.isfinite(y).all() and np.isfinite(dy).all()):
             raise SignalError(
-                f"model returned NaN or infinite outputs (or slopes) along the segment; exact SMP needs finite outputs."
+                "model returned NaN or infinite outputs (or slopes) along the segment; exact SMP needs finite outputs."
             )
         return y, dy, tr.switches(self.amb_tol)
 

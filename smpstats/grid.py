@@ -666,7 +666,7 @@ def _estimate(flat, dt, noise, threshold, background_factor, scale_y, *, value_o
     curved = (change > 0) & has_outer_left & has_outer_right
     u = (idx - left[run_id]) / span[run_id]
     u2, u3 = u * u, u * u * u
-    w_left, w_right = 2 * u3 - 3 * u2 + 1, -2 * u3 + 3 * u2
+    w_left = 2 * u3 - 3 * u2 + 1  # cubic Hermite basis (the right weight is 1 - w_left)
     hermite = np.where(curved, span, 0.0)[run_id] * (
         (u3 - 2 * u2 + u) * e_left[run_id] + (u3 - u2) * e_right[run_id]
     )
