@@ -46,4 +46,5 @@ def test_bayes_default_is_built_and_cached(empty_package):
     assert (empty_package / "bayes.nc").is_file() and model.kind == "bayes"
     pred = smpstats.predict_chain("linear(out_features=8) | relu | linear(out_features=8)", input_shape=(8,),
                                   model="bayes", n_draws=100)
-    assert pred.kind == "bayes" and (pred.draws[1:] > 0).all()
+    assert pred.kind == "bayes" and (pred.draws >= 0).all() and (pred.draws[1:].mean(axis=1) > 0).all()
+    assert smpstats.default_model("bayes").to_frame().equals(model.to_frame())  # loaded from the cache
