@@ -117,3 +117,14 @@ def test_linear_on_a_multi_dimensional_layer(as_module):
     assert pred.stages["block"].tolist() == ["conv1d", "relu", "linear"]
     observed = sim.groupby("stage")["smp_out"].mean().to_numpy()
     np.testing.assert_allclose(pred.draws.mean(axis=1)[1:] / observed[1:], 1.0, atol=0.15)
+
+
+def test_new_kinks_after_a_narrow_affine_map_follow_the_mean_weight_norm():
+    # per unit, Kac-Rice gives T ||w_j|| sigma_dot**2 / sigma * phi(0) (mean 0): the mean of ||w_j||, not its RMS
+    rng = np.random.default_rng(0)
+    n, sigma, sigma_dot = 8, 1.0, 5.0
+    w = rng.normal(0.0, math.sqrt(2 / n), size=(400_000, n))
+    expected = np.linalg.norm(w, axis=1).mean() * sigma_dot**2 / sigma / math.sqrt(2 * math.pi)
+    inputs = pd.DataFrame({"mu": [0.0], "sigma": [sigma], "sigma_dot": [sigma_dot]})
+    pred = predict_chain("linear(out_features=16) | relu", input_shape=(n,), path=inputs)
+    assert pred.draws[1, 0] == pytest.approx(expected, rel=3e-3)
