@@ -198,7 +198,7 @@ def _norm_heterogeneity(prev_cols: dict[str, Any] | None) -> float:
     return float(expected_chi(n) / math.sqrt(n))
 
 
-def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: pd.DataFrame, per_unit: np.ndarray) -> np.ndarray:
+def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: dict[str, Any], per_unit: np.ndarray) -> np.ndarray:
     """Move the kinks through the stage's block; return its carried SMP per unit, shape (n_draws,).
 
     ``per_unit`` is the theory's carried SMP by per-unit rules (``E||w||_1
@@ -207,9 +207,9 @@ def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: pd.DataFrame, per_
     """
     from . import theory
 
-    smp_in = rows["smp_in"].to_numpy(dtype=float)
+    smp_in = np.asarray(rows["smp_in"], dtype=float)
     factor = np.divide(per_unit, smp_in, out=np.zeros_like(smp_in), where=smp_in > 0)
-    if cols["block"] in ("maxpool1d", "maxpool2d") and str(rows["prev_block_spec"].iloc[0]).strip() == "relu":
+    if cols["block"] in ("maxpool1d", "maxpool2d") and str(rows["prev_block_spec"]).strip() == "relu":
         # max(relu(x)) = relu(max(x)): the ReLU's own kinks and the older ones pass in different shares
         pre = theory.relu_preactivation(rows["mu_in"], rows["sigma_pool_in"], rows["sigma_dot_in"])
         _, pass_new, pass_old = theory.maxpool_after_relu_terms(float(cols["window"]), *pre, rows["path_length"])
@@ -278,7 +278,7 @@ def predict_chain(
     from .inputs import as_input_family
     from .mean_field import propagate_moments
     from .simulation import _default_input_shape, _stage_columns
-    from .theory_terms import theory_terms
+    from .theory_terms import theory_term_arrays
     from .transfer import TransferModel
 
     n_draws = check_int(n_draws, "n_draws", minimum=1)
@@ -308,23 +308,23 @@ def predict_chain(
     prev_spec, prev_cols = "", None
     stage_columns = [{**c, **g} for c, g in zip(_stage_columns(chain), given_weight_columns(chain))]
     for cols in stage_columns:
-        rows = pd.DataFrame({**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma, "sigma_dot_in": sigma_dot,
-                             "smp_in": smp, "path_length": length, "dt": dt, "prev_block_spec": prev_spec})
-        terms = theory_terms(rows)
-        new = terms["theory_new"].to_numpy()
+        rows = {**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma, "sigma_dot_in": sigma_dot,
+                "smp_in": smp, "path_length": length, "dt": dt, "prev_block_spec": prev_spec}
+        terms = theory_term_arrays(rows, n_draws)
+        new = terms["theory_new"]
         if propagate:
             new = new * _norm_heterogeneity(prev_cols)
-        theory_out = new + terms["theory_carried"].to_numpy()
+        theory_out = new + terms["theory_carried"]
         if propagate:
-            per_unit = terms["theory_carried"].to_numpy()
+            per_unit = terms["theory_carried"]
             carried = _move_kinks(kinks, cols, rows, per_unit)
             theory_out = new + carried
             # the input SMP for which the per-unit rules of the statistical models give the carried SMP
             rows["smp_in"] = np.divide(carried * smp, per_unit, out=np.zeros_like(smp), where=per_unit > 0)
         if cols["block"] == "flatten":  # the same signals, reshaped
-            smp_out = rows["smp_in"].to_numpy(dtype=float)
+            smp_out = np.asarray(rows["smp_in"], dtype=float)
         elif isinstance(model, TransferModel):
-            smp_out = _one_draw_per_row(model, rows, rng)
+            smp_out = _one_draw_per_row(model, pd.DataFrame(rows), rng)
         else:
             smp_out = theory_out
         kinks.add_new(new, born=cols["stage"])

@@ -83,27 +83,51 @@ def block_family(block: str) -> str:
         ) from None
 
 
-def _column(df: pd.DataFrame, name: str, default: float = math.nan) -> np.ndarray:
-    if name not in df.columns:
-        return np.full(len(df), default)
-    return pd.to_numeric(df[name], errors="coerce").astype("float64").to_numpy(na_value=math.nan)
+class _Rows:
+    """Uniform column access for a DataFrame or a mapping of per-row arrays and per-table scalars."""
+
+    def __init__(self, data, n: int, labels=None):
+        self.data, self.n, self.labels = data, n, labels
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def num(self, name: str, default: float = math.nan) -> np.ndarray:
+        if name not in self.data:
+            return np.full(self.n, default)
+        col = self.data[name]
+        if not isinstance(col, pd.Series):
+            arr = np.asarray(col)
+            if arr.dtype.kind in "fiub":
+                return np.broadcast_to(arr.astype(np.float64), (self.n,))
+            col = pd.Series(np.broadcast_to(arr, (self.n,)))
+        return pd.to_numeric(col, errors="coerce").astype("float64").to_numpy(na_value=math.nan)
+
+    def text(self, name: str, default: str = "") -> np.ndarray:
+        if name not in self.data:
+            return np.full(self.n, default, dtype=object)
+        col = self.data[name]
+        if isinstance(col, pd.Series):
+            return col.astype(str).to_numpy(dtype=object)
+        return np.broadcast_to(np.asarray(col, dtype=object), (self.n,)).astype(str).astype(object)
+
+    def label(self, i: int):
+        return self.labels[i] if self.labels is not None else i
 
 
-def _window(df: pd.DataFrame) -> np.ndarray:
+def _window(rows: _Rows, blocks: np.ndarray) -> np.ndarray:
     """Inputs per pooling window (the ``window`` column, else kernel_size**rank)."""
-    w = _column(df, "window")
+    w = rows.num("window")
     if np.isnan(w).any():
-        k = _column(df, "kernel_size")
-        rank = np.where(df["block"].astype(str).str.endswith("2d"), 2, 1)
+        k = rows.num("kernel_size")
+        rank = np.where(np.char.endswith(blocks.astype(str), "2d"), 2, 1)
         w = np.where(np.isnan(w), k**rank, w)
     return w
 
 
-def _after_relu(samples: pd.DataFrame) -> np.ndarray:
+def _after_relu(rows: _Rows) -> np.ndarray:
     """Rows whose block follows a ReLU (the ``prev_block_spec`` column)."""
-    if "prev_block_spec" not in samples.columns:
-        return np.zeros(len(samples), dtype=bool)
-    return samples["prev_block_spec"].astype(str).str.strip().eq("relu").to_numpy()
+    return np.char.strip(rows.text("prev_block_spec").astype(str)) == "relu"
 
 
 def _maxpool_after_relu(k, mu, sigma, sigma_dot, length, smp_in):
@@ -145,20 +169,34 @@ def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
             f"samples lack the column(s) {', '.join(missing)}; pass a table from smpstats.simulate "
             f"(needs {', '.join(REQUIRED_COLUMNS)} and the block parameters)."
         )
-    n = len(samples)
-    blocks = samples["block"].astype(str).to_numpy()
-    families = np.array([block_family(b) for b in blocks], dtype=object)
-    mu = _column(samples, "mu_in")
+    terms = theory_term_arrays(samples, len(samples), labels=samples.index)
+    return pd.DataFrame(terms, index=samples.index)
+
+
+def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
+    """:func:`theory_terms` on a mapping of columns (arrays of length ``n`` or scalars), without pandas tables.
+
+    Returns a dict with ``family``, ``theory_new``, ``theory_carried`` and
+    ``theory``; ``labels`` name the rows in error messages (default: positions).
+    """
+    table = _Rows(columns, n, labels)
+    missing = [c for c in REQUIRED_COLUMNS if not table.has(c)]
+    if missing:
+        raise InputError(f"rows lack the column(s) {', '.join(missing)}; need {', '.join(REQUIRED_COLUMNS)}.")
+    blocks = table.text("block")
+    names, inverse = np.unique(blocks.astype(str), return_inverse=True)
+    families = np.array([block_family(str(b)) for b in names], dtype=object)[inverse.reshape(-1)]
+    mu = table.num("mu_in")
     # The pooled std (over units and t) is the right sigma for a layer whose units' means differ:
     # averaging phi(m/s)/s over m ~ N(mu, tau^2) gives phi(mu/S)/S with S^2 = s^2 + tau^2.
-    sigma = _column(samples, "sigma_pool_in") if "sigma_pool_in" in samples.columns else _column(samples, "sigma_in")
-    sigma_dot, length = _column(samples, "sigma_dot_in"), _column(samples, "path_length")
-    smp_in = _column(samples, "smp_in")
+    sigma = table.num("sigma_pool_in") if table.has("sigma_pool_in") else table.num("sigma_in")
+    sigma_dot, length = table.num("sigma_dot_in"), table.num("path_length")
+    smp_in = table.num("smp_in")
     bad = ~np.isfinite(np.c_[mu, sigma, sigma_dot, length, smp_in]).all(axis=1)
     if bad.any():
         raise InputError(
             f"{int(bad.sum())} row(s) have missing or non-finite input statistics (first: row "
-            f"{samples.index[np.argmax(bad)]!r}); every row needs finite mu_in, sigma_in, sigma_dot_in, smp_in, "
+            f"{table.label(int(np.argmax(bad)))!r}); every row needs finite mu_in, sigma_in, sigma_dot_in, smp_in, "
             "path_length."
         )
     new = np.zeros(n)
@@ -167,7 +205,7 @@ def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
     sig = np.maximum(sigma, 1e-12 * np.maximum(1.0, np.abs(mu)))
     sdot = np.maximum(sigma_dot, 0.0)
 
-    def rows(*names: str) -> np.ndarray:
+    def is_block(*names: str) -> np.ndarray:
         return np.isin(blocks, names)
 
     def split(fn, m: np.ndarray, *extra) -> None:
@@ -179,40 +217,39 @@ def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
         n1 = np.asarray(fn(*args, mu[m], sig[m], sdot[m], length[m], smp_in[m]), dtype=float)
         new[m], carried[m] = n0, np.maximum(n1 - n0, 0.0)
 
-    split(lambda *a: theory.relu_expected_smp(*a), rows("relu"))
-    slope = np.where(blocks == "prelu", _column(samples, "alpha", 0.25), _column(samples, "negative_slope", 0.01))
-    split(lambda s, *a: theory._leaky_relu_expected_smp(*a, s), rows("leaky_relu", "prelu"), slope)
-    k = _window(samples)
-    split(lambda kk, *a: theory.maxpool_expected_smp(kk.astype(int), *a), rows("maxpool1d", "maxpool2d"), k)
-    m = rows("maxpool1d", "maxpool2d") & _after_relu(samples) & (mu > 0)  # ReLU outputs have a positive mean
+    split(lambda *a: theory.relu_expected_smp(*a), is_block("relu"))
+    slope = np.where(blocks == "prelu", table.num("alpha", 0.25), table.num("negative_slope", 0.01))
+    split(lambda s, *a: theory._leaky_relu_expected_smp(*a, s), is_block("leaky_relu", "prelu"), slope)
+    k = _window(table, blocks)
+    split(lambda kk, *a: theory.maxpool_expected_smp(kk.astype(int), *a), is_block("maxpool1d", "maxpool2d"), k)
+    m = is_block("maxpool1d", "maxpool2d") & _after_relu(table) & (mu > 0)  # ReLU outputs have a positive mean
     if m.any():
         new[m], carried[m] = _maxpool_after_relu(k[m], mu[m], sig[m], sdot[m], length[m], smp_in[m])
 
-    m = rows("linear", "conv1d", "conv2d")
+    m = is_block("linear", "conv1d", "conv2d")
     if m.any():
-        fan_in, sigma_w = _column(samples, "fan_in"), _column(samples, "sigma_w")
+        fan_in, sigma_w = table.num("fan_in"), table.num("sigma_w")
         carried[m] = sigma_w[m] * np.sqrt(2.0 * fan_in[m] / math.pi) * smp_in[m]
-        w_l1 = _column(samples, "w_l1")
+        w_l1 = table.num("w_l1")
         m &= np.isfinite(w_l1)
         carried[m] = w_l1[m] * smp_in[m]
-    m = rows("avgpool1d", "avgpool2d", "flatten")
+    m = is_block("avgpool1d", "avgpool2d", "flatten")
     carried[m] = smp_in[m]
-    m = rows("batchnorm")
+    m = is_block("batchnorm")
     if m.any():
-        gain = np.where(np.isfinite(_column(samples, "bn_gain_abs")), _column(samples, "bn_gain_abs"), _BATCHNORM_GAIN)
+        gain = np.where(np.isfinite(table.num("bn_gain_abs")), table.num("bn_gain_abs"), _BATCHNORM_GAIN)
         carried[m] = gain[m] * smp_in[m]
-    betas = _column(samples, "beta", 1.0)
-    approx = samples["approximate"].astype(str).to_numpy() if "approximate" in samples.columns else np.full(n, "none")
+    betas = table.num("beta", 1.0)
+    approx = table.text("approximate", "none")
     for act in ("gelu", "silu", "softplus", "tanh"):
-        for beta in np.unique(np.nan_to_num(betas[rows(act)], nan=1.0)):
+        for beta in np.unique(np.nan_to_num(betas[is_block(act)], nan=1.0)):
             for tanh_form in (False, True):
-                m = rows(act) & (np.nan_to_num(betas, nan=1.0) == beta) & ((approx == "tanh") == tanh_form)
+                m = is_block(act) & (np.nan_to_num(betas, nan=1.0) == beta) & ((approx == "tanh") == tanh_form)
                 if m.any():
                     name = "gelu_tanh" if (act == "gelu" and tanh_form) else act
                     carried[m] = np.asarray(theory.smooth_activation_expected_smp(
                         name, mu[m], sig[m], smp_in[m], beta=float(beta)), dtype=float)
     if np.isnan(carried).any():
         raise InputError(f"theory_terms: missing block parameters for rows of {sorted(set(blocks[np.isnan(carried)]))}.")
-    return pd.DataFrame({"family": families, "theory_new": new, "theory_carried": carried,
-                         "theory": new + carried}, index=samples.index)
+    return {"family": families, "theory_new": new, "theory_carried": carried, "theory": new + carried}
 
