@@ -6,38 +6,51 @@ Per block family, on the rows with ``smp_out > 0``:
   theory as offset), ``X = [1, share_new, log_rel, log_res, chained]``
   (:data:`smpstats.transfer_data.COVARIATES`, columns constant in the family
   dropped); ``beta = 0`` is the theory itself;
-* dispersion: a second Gamma GLM (log link, same ``X``) on the squared
-  Pearson residuals, alternated with the mean fit (a double GLM), so that
-  blocks whose output varies less get narrower intervals; plus
+* configuration effects (random effects): each seen configuration's log
+  level relative to the mean fit, ``e_c = log(sum_i w_i y_i / mu_i / sum_i w_i)``
+  over its rows (weights ``w = 1 / phi``, sampling variance ``1 / sum_i w_i``);
+* dispersion (within configurations): a second Gamma GLM (log link, same
+  ``X``) on the squared Pearson residuals about each configuration's own
+  level ``mu_i exp(e_c)`` (times ``n_c / (n_c - 1)`` for the level each
+  configuration spends), alternated with the mean fit (a double GLM), so
+  that blocks whose output varies less get narrower intervals and the
+  differences between configurations are not counted as noise; plus
   ``-b (u - u_ref)`` with ``u`` the log number of output units the SMP per
   unit averages over (``log_units``; fewer units, more trial-to-trial
   variance: ``b = 1`` for independent units). The units vary between
   configurations only, so ``b`` is one slope for all families: a pooled
-  Gamma GLM of all families' squared Pearson residuals on their own
-  columns and ``u`` (tables without unit counts leave the term out);
+  Gamma GLM of all families' within-configuration squared Pearson
+  residuals on their own columns and ``u`` (tables without unit counts
+  leave the term out);
 * hurdle: ``P(y = 0)``, a logistic regression on ``[1, log_rel]`` when the
   family has at least 5 zeros and 5 positives, else a Beta(zeros + 1/2,
   positives + 1/2) probability;
 * quantile regression of ``log(y / theory)`` on ``X`` at 5, 25, 50, 75 and
   95 % as a distribution-free check (:meth:`RegressionTransfer.predict_quantiles`);
-* between-configuration spread, by leave-one-configuration-out: the mean
-  GLM is refitted without each configuration and the root mean square of
-  the left-out configuration's mean ``log(y / predicted mean)`` (less its
-  within-configuration sampling variance) is the spread of a new
-  configuration's effect. With 2-4 configurations per family that
-  estimate is rough, so each family's is moderated towards the pool of all
-  families (empirical Bayes, Smyth 2004: the families' squared spreads are
-  scaled chi-square on as many degrees of freedom as configurations, their
-  scale drawn from a scaled inverse chi-square whose centre and degrees
-  of freedom are estimated from all families). Rows of a configuration the fit never saw get a
-  log-normal factor with that spread (one per configuration and draw), so
-  that predictions for new architectures admit that configurations differ.
-  (Seen configurations have no effect of their own: differences the
-  covariates cannot explain widen the dispersion of every row.)
+* between-configuration spread ``tau``, by leave-one-configuration-out:
+  the mean GLM is refitted without each configuration and the root mean
+  square of the left-out configuration's mean ``log(y / predicted mean)``
+  (less its within-configuration sampling variance) is ``tau``; it includes
+  the error of the covariates' extrapolation, as a new configuration's
+  prediction does. With 2-4 configurations per family that estimate is
+  rough, so each family's is moderated towards the pool of all families
+  (empirical Bayes, Smyth 2004: the families' squared spreads are scaled
+  chi-square on as many degrees of freedom as
+  configurations, their scale drawn from a scaled inverse chi-square whose
+  centre and degrees of freedom are estimated from all families).
+
+Prediction splits the variance as a random-effects model does: the log
+effect of a seen configuration is its shrunken estimate (BLUP) ``m + k (e_c - m)``
+with ``k = tau^2 / (tau^2 + v_c)``, ``m = -tau^2 / 2`` (the mean GLM
+averages over configurations, so their median lies ``tau^2 / 2`` below
+it) and variance ``k v_c``; a configuration the fit never saw draws its
+log effect from ``N(m, tau^2)``, one per configuration and draw. Both then
+get the within-configuration Gamma noise.
 
 Predictive draws include parameter uncertainty: each draw takes the mean
-coefficients from their asymptotic normal distribution (and the hurdle's),
-then a Gamma variate with the row's dispersion.
+coefficients from their asymptotic normal distribution (and the hurdle's)
+and the configuration effect from its distribution, then a Gamma variate
+with the row's within-configuration dispersion.
 """
 
 from __future__ import annotations
@@ -59,6 +72,8 @@ __all__ = ["RegressionTransfer", "FamilyRegression", "QUANTILES"]
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _MIN_ROWS = 8
 _HURDLE_MIN = 5
+#: Version of the regression model's layout in model files; older files are refused (refit them).
+REGRESSION_FORMAT = 3
 
 
 def _design_matrix(design: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -68,6 +83,44 @@ def _design_matrix(design: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 def _varying(design: pd.DataFrame) -> list[str]:
     return ["const"] + [c for c in COVARIATES if np.ptp(design[c].to_numpy(float)) > 1e-9]
+
+
+def _config_levels(configs: np.ndarray, ratio: np.ndarray, phi: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Log level of each configuration relative to a mean fit (module doc).
+
+    Parameters
+    ----------
+    configs : ndarray of str, shape (n_rows,)
+        Configuration of each row.
+    ratio : ndarray, shape (n_rows,)
+        ``y / mu``, the rows' output SMP over the mean fit's prediction.
+    phi : ndarray, shape (n_rows,)
+        Squared CV of each row within its configuration (the weights are ``1 / phi``).
+
+    Returns
+    -------
+    names : ndarray of str, shape (n_configs,)
+        The configurations, sorted.
+    effect : ndarray, shape (n_configs,)
+        ``log`` of the weighted mean ratio of each configuration.
+    var : ndarray, shape (n_configs,)
+        Sampling variance of ``effect``, ``1 / sum(1 / phi)``.
+    code : ndarray of int, shape (n_rows,)
+        Index of each row's configuration in ``names``.
+    """
+    names, code = np.unique(configs, return_inverse=True)
+    w = 1.0 / phi
+    den = np.bincount(code, w)
+    return names, np.log(np.bincount(code, w * ratio) / den), 1.0 / den, code
+
+
+def _within_squared_pearson(y: np.ndarray, mu: np.ndarray, effect: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """Squared Pearson residuals about each configuration's own level, shape (n_rows,) (module doc)."""
+    n = np.bincount(code).astype(float)
+    spent = np.where(n > 1, n / np.maximum(n - 1, 1), 1.0)[code]  # each configuration spends one level
+    level = mu * np.exp(effect[code])
+    return np.maximum(((y - level) / level) ** 2 * spent, 1e-12)
 
 
 @dataclass
@@ -85,8 +138,10 @@ class FamilyRegression:
     quantiles: np.ndarray  # (len(QUANTILES), n_columns)
     n_rows: int
     n_zero: int
-    configs: list[str]
-    config_sd: float  # spread of a new configuration's log effect, moderated across families
+    configs: list[str]  # configurations with rows y > 0, sorted
+    config_effect: np.ndarray  # (n_configs,) their log levels relative to the mean fit, unshrunken
+    config_var: np.ndarray  # (n_configs,) sampling variances of config_effect
+    config_sd: float  # spread tau of a configuration's log effect, moderated across families
     loco_sd: float  # the family's own leave-one-configuration-out estimate of it
     loco_df: int  # its degrees of freedom (configurations scored)
     units_coef: float  # slope of the log squared CV on the log unit count (shared by all families)
@@ -115,18 +170,21 @@ class FamilyRegression:
         yp, offset = d["y"].to_numpy(float), np.log(d["theory"].to_numpy(float))
         gamma_family = sm.families.Gamma(sm.families.links.Log())
         disp_offset = units_coef * _units_term(d, units_ref)
+        cfg = d["config"].astype(str).to_numpy()
         weights = np.ones(len(d))
         gamma = np.zeros(len(columns))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for _ in range(3):  # double GLM: mean with weights, then dispersion on Pearson residuals
+            for _ in range(3):  # double GLM: mean with weights, then dispersion within configurations
                 mean_fit = sm.GLM(yp, X, family=gamma_family, offset=offset, var_weights=weights).fit()
                 mu = mean_fit.fittedvalues
-                d2 = np.maximum(((yp - mu) / mu) ** 2, 1e-12)
+                _, effect, _, code = _config_levels(cfg, yp / mu, 1.0 / weights)
+                d2 = _within_squared_pearson(yp, mu, effect, code)
                 disp_fit = sm.GLM(d2, X, family=sm.families.Gamma(sm.families.links.Log()), offset=disp_offset).fit()
                 gamma = disp_fit.params
                 weights = 1.0 / np.exp(X @ gamma + disp_offset)
             mean_fit = sm.GLM(yp, X, family=gamma_family, offset=offset, var_weights=weights).fit(scale=1.0)
+            names, effect, var, _ = _config_levels(cfg, yp / mean_fit.fittedvalues, 1.0 / weights)
             log_ratio = np.log(yp) - offset
             qs = np.array([sm.QuantReg(log_ratio, X).fit(q=q, max_iter=5000).params for q in QUANTILES])
         n_zero = int((~pos).sum())
@@ -140,27 +198,47 @@ class FamilyRegression:
             hurdle_kind, hurdle, hurdle_cov = "beta", np.array([n_zero + 0.5, pos.sum() + 0.5]), np.zeros((2, 2))
         loco_sd, loco_df = _leave_one_config_out_sd(d)
         return cls(family, columns, np.asarray(mean_fit.params), np.asarray(mean_fit.cov_params()), np.asarray(gamma),
-                   hurdle_kind, hurdle, hurdle_cov, qs, len(design), n_zero, sorted(set(design["config"])), loco_sd,
-                   loco_sd, loco_df, float(units_coef), units_ref)
+                   hurdle_kind, hurdle, hurdle_cov, qs, len(design), n_zero, [str(c) for c in names], effect, var,
+                   loco_sd, loco_sd, loco_df, float(units_coef), units_ref)
 
     def squared_pearson(self, design: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Squared Pearson residuals of the mean fit on the rows with ``y > 0`` and their dispersion ``X``."""
+        """Within-configuration squared Pearson residuals on the training rows with ``y > 0`` and their ``X``.
+
+        ``design`` must be the table the family was fitted on (its
+        configurations are looked up in :attr:`configs`).
+        """
         d = design[design["y"].to_numpy(float) > 0]
         X = _design_matrix(d, self.columns)
         mu = d["theory"].to_numpy(float) * np.exp(X @ self.beta)
-        return np.maximum(((d["y"].to_numpy(float) - mu) / mu) ** 2, 1e-12), X
+        code = np.searchsorted(self.configs, d["config"].astype(str).to_numpy())
+        return _within_squared_pearson(d["y"].to_numpy(float), mu, self.config_effect, code), X
+
+    def config_draws(self, configs: np.ndarray, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+        """Log configuration effects per row and draw, shape (n_rows, n_draws) (module doc).
+
+        Seen configurations draw from their shrunken estimate, unseen ones
+        from ``N(-tau^2 / 2, tau^2)``; rows of one configuration share a draw.
+        """
+        names, code = np.unique(configs, return_inverse=True)
+        tau2 = self.config_sd**2
+        centre = np.full(len(names), -tau2 / 2)
+        var = np.full(len(names), tau2)
+        index = {c: i for i, c in enumerate(self.configs)}
+        at = np.array([index.get(c, -1) for c in names], dtype=int)
+        seen = at >= 0
+        if seen.any():
+            e, v = self.config_effect[at[seen]], self.config_var[at[seen]]
+            k = tau2 / (tau2 + v)
+            centre[seen] = centre[seen] + k * (e - centre[seen])
+            var[seen] = k * v
+        return (centre[:, None] + np.sqrt(var)[:, None] * rng.standard_normal((len(names), n_draws)))[code]
 
     def draws(self, design: pd.DataFrame, n_draws: int, rng: np.random.Generator) -> np.ndarray:
         X = _design_matrix(design, self.columns)
         theory = design["theory"].to_numpy(float)
         beta = rng.multivariate_normal(self.beta, self.beta_cov, size=n_draws, method="eigh")  # (n_draws, p)
-        mu = theory[:, None] * np.exp(X @ beta.T)  # (n_rows, n_draws)
-        configs = design["config"].astype(str).to_numpy()
-        unseen = ~np.isin(configs, self.configs)
-        if unseen.any() and self.config_sd > 0:
-            _, code = np.unique(configs, return_inverse=True)
-            shift = self.config_sd * rng.standard_normal((code.max() + 1, n_draws))[code]
-            mu = mu * np.where(unseen[:, None], np.exp(shift), 1.0)
+        mu = theory[:, None] * np.exp(X @ beta.T + self.config_draws(design["config"].astype(str).to_numpy(),
+                                                                        n_draws, rng))  # (n_rows, n_draws)
         phi = np.exp(X @ self.gamma + self.units_coef * _units_term(design, self.units_ref))[:, None]  # squared CV
         shape = 1.0 / phi
         y = rng.gamma(shape, mu / shape, size=mu.shape)
@@ -183,20 +261,27 @@ class FamilyRegression:
                 "beta_cov": self.beta_cov.tolist(), "gamma": self.gamma.tolist(), "hurdle_kind": self.hurdle_kind,
                 "hurdle": self.hurdle.tolist(), "hurdle_cov": self.hurdle_cov.tolist(),
                 "quantiles": self.quantiles.tolist(), "n_rows": self.n_rows, "n_zero": self.n_zero,
-                "configs": self.configs, "config_sd": self.config_sd, "loco_sd": self.loco_sd,
+                "configs": self.configs, "config_effect": self.config_effect.tolist(),
+                "config_var": self.config_var.tolist(), "config_sd": self.config_sd, "loco_sd": self.loco_sd,
                 "loco_df": self.loco_df, "units_coef": self.units_coef, "units_ref": self.units_ref}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FamilyRegression":
-        arr = {k: np.asarray(d[k], dtype=float) for k in ("beta", "beta_cov", "gamma", "hurdle", "hurdle_cov", "quantiles")}
+        keys = ("beta", "beta_cov", "gamma", "hurdle", "hurdle_cov", "quantiles", "config_effect", "config_var")
+        arr = {k: np.asarray(d[k], dtype=float) for k in keys}
         p = len(d["columns"])
         if arr["beta"].shape != (p,) or arr["beta_cov"].shape != (p, p) or arr["quantiles"].shape != (len(QUANTILES), p):
             raise ValueError(f"coefficient shapes do not match the {p} columns of family {d['family']!r}")
+        configs = [str(c) for c in d["configs"]]
+        n = len(configs)
+        if configs != sorted(configs) or arr["config_effect"].shape != (n,) or arr["config_var"].shape != (n,):
+            raise ValueError(f"configuration effects do not match the {n} sorted configurations of family "
+                             f"{d['family']!r}")
         ref = d["units_ref"]
         return cls(d["family"], list(d["columns"]), arr["beta"], arr["beta_cov"], arr["gamma"], d["hurdle_kind"],
                    arr["hurdle"], arr["hurdle_cov"], arr["quantiles"], int(d["n_rows"]), int(d["n_zero"]),
-                   [str(c) for c in d["configs"]], float(d["config_sd"]), float(d["loco_sd"]), int(d["loco_df"]),
-                   float(d["units_coef"]), None if ref is None else float(ref))
+                   configs, arr["config_effect"], arr["config_var"], float(d["config_sd"]), float(d["loco_sd"]),
+                   int(d["loco_df"]), float(d["units_coef"]), None if ref is None else float(ref))
 
 
 def _leave_one_config_out_sd(d: pd.DataFrame) -> tuple[float, int]:
@@ -382,14 +467,18 @@ class RegressionTransfer(TransferModel):
         return pd.DataFrame(out, index=inputs.index, columns=[f"q{round(100 * q):02d}" for q in QUANTILES])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"families": {f: r.to_dict() for f, r in self.fits.items()}}
+        return {"regression_format": REGRESSION_FORMAT, "families": {f: r.to_dict() for f, r in self.fits.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RegressionTransfer":
-        old = [f for f, r in d["families"].items() if "units_coef" not in r]
-        if old:
-            raise ValueError(f"families {', '.join(old)} were written by an older smpstats (no unit-count term "
-                             "in the dispersion, unpooled spreads of new configurations); refit the model")
+        version = d.get("regression_format", 0)
+        if version < REGRESSION_FORMAT:
+            raise ValueError(f"the regression model was written by an older smpstats (regression format {version}, "
+                             f"this one reads {REGRESSION_FORMAT}: its dispersion counted the differences between "
+                             "configurations, which are now configuration effects); refit the model")
+        if version > REGRESSION_FORMAT:
+            raise ValueError(f"the regression model was written by a newer smpstats (regression format {version}, "
+                             f"this one reads {REGRESSION_FORMAT}); upgrade smpstats")
         return cls({f: FamilyRegression.from_dict(r) for f, r in d["families"].items()})
 
     def to_frame(self) -> pd.DataFrame:

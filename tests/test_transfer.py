@@ -13,7 +13,7 @@ from smpstats import theory
 from smpstats.checks import check
 from smpstats.errors import DataFileError, InputError
 from smpstats.predictive import Predictive, crps_from_draws
-from smpstats.regression import RegressionTransfer
+from smpstats.regression import RegressionTransfer, _design_matrix
 from smpstats.theory_terms import theory_terms
 from smpstats.transfer import TheoryTransfer, fit, load_model
 from smpstats.transfer_data import design_frame
@@ -338,6 +338,50 @@ def test_regression_spread_for_unseen_configurations_is_learnt_from_left_out_one
     assert width["unseen"] > 1.2 * width["seen"]
 
 
+def _config_table(n_configs, n_rows, seed, between_sd=0.3, shape=25.0, start=0):
+    """ReLU rows of n_configs configurations: theory * exp(N(0, between_sd^2)) per configuration * Gamma(shape)/shape."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in range(start, start + n_configs):
+        df = _rows("relu", n_rows, rng, spec=f"relu(variant={k})")
+        df["log_effect"] = rng.normal(0, between_sd)  # the configuration's true effect (not a model input)
+        df["smp_out"] = theory_terms(df)["theory"] * np.exp(df["log_effect"]) * rng.gamma(shape, 1 / shape, n_rows)
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_regression_splits_between_and_within_configuration_spread():
+    # 30 seen configurations with a log effect of sd 0.3 and Gamma noise of CV 0.2 within each
+    table = _config_table(30, 50, seed=20)
+    train = table.groupby("block_spec").head(40)
+    model = fit(train, kind="regression")
+    r = model.fits["relu"]
+    d = design_frame(train)
+    cv = np.sqrt(np.exp(_design_matrix(d, r.columns) @ r.gamma))
+    assert np.median(cv) == pytest.approx(0.2, rel=0.1)  # within, not sqrt(0.2^2 + 0.3^2) = 0.36
+    assert r.config_sd == pytest.approx(0.3, rel=0.25)
+    # seen configurations: their own level (the effects are recovered) and calibrated intervals
+    truth = train.groupby("block_spec")["log_effect"].first()[r.configs].to_numpy()
+    np.testing.assert_allclose(r.config_effect - r.config_effect.mean(), truth - truth.mean(), atol=0.1)
+    seen = table.drop(train.index)  # 10 more rows of each seen configuration
+    assert model.predict(seen, n_draws=1000, seed=0).coverage(seen["smp_out"], 0.9) == pytest.approx(0.9, abs=0.05)
+    # 200 new configurations: calibrated 90 % intervals (Monte Carlo error about 3 %)
+    new = _config_table(200, 10, seed=21, start=100)
+    y = new["smp_out"].to_numpy()
+    assert 0.85 <= model.predict(new, n_draws=1000, seed=0).coverage(y, 0.9) <= 0.95
+    # counting the configurations' differences in the dispersion as well (total squared CV about the mean fit)
+    # and adding the spread of a new configuration on top over-covers
+    rng = np.random.default_rng(0)
+    dn = design_frame(new)
+    mu_train = d["theory"].to_numpy() * np.exp(_design_matrix(d, r.columns) @ r.beta)
+    phi_total = np.mean((d["y"].to_numpy() / mu_train - 1) ** 2)
+    effect = r.config_sd * rng.standard_normal((200, 1000))[np.unique(dn["config"], return_inverse=True)[1]]
+    mu_new = dn["theory"].to_numpy() * np.exp(_design_matrix(dn, r.columns) @ r.beta)
+    old = mu_new[:, None] * np.exp(effect) * rng.gamma(1 / phi_total, phi_total, (len(dn), 1000))
+    lo, hi = np.quantile(old, [0.05, 0.95], axis=1)
+    assert np.mean((y >= lo) & (y <= hi)) > 0.95
+
+
 def _units_table(n, seed, units=(32, 128, 512), ref_shape=50.0):
     """ReLU and max-pool rows whose Gamma shape is ref_shape * n_units / 128 (independent units)."""
     rng = np.random.default_rng(seed)
@@ -396,8 +440,13 @@ def test_new_configuration_spreads_are_moderated_towards_the_pool():
 def test_old_regression_files_are_refused_clearly(tmp_path):
     model = fit(_synthetic(n=200), kind="regression")
     doc = json.loads(model.save(tmp_path / "m.json").read_text())
+    del doc["model"]["regression_format"]  # as written before configuration effects
     for fam in doc["model"]["families"].values():
-        del fam["units_coef"]
+        del fam["config_effect"], fam["config_var"]
     (tmp_path / "old.json").write_text(json.dumps(doc))
-    with pytest.raises(DataFileError, match="older smpstats"):
+    with pytest.raises(DataFileError, match="older smpstats.*refit the model"):
         load_model(tmp_path / "old.json")
+    doc["model"]["regression_format"] = 99
+    (tmp_path / "new.json").write_text(json.dumps(doc))
+    with pytest.raises(DataFileError, match="newer smpstats"):
+        load_model(tmp_path / "new.json")
