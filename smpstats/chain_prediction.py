@@ -9,13 +9,15 @@ draws them per trial). The moments follow the mean-field rules of
 model: the theory (fast analytic mode) or a fitted model from
 :func:`smpstats.fit` (statistical mode, with parameter and trial-to-trial
 uncertainty, one independent predictive draw per Monte Carlo draw).
+Between blocks, :class:`smpstats.kink_state.KinkState` follows how kinks
+spread over units and partly cancel when later affine maps sum them.
+:func:`smpstats.default_model` provides fitted models of the standard
+blocks (``model="regression"`` or ``"bayes"``).
 
 A torch module (an ``nn.Sequential`` or a plain-chain ``forward``) is read
 by :func:`smpstats.chain_reading.read_chain`; its weights are given, not
 drawn, and the moments and carried SMP use their statistics
 (:func:`smpstats.chain_reading.given_weight_columns`).
-
-What it cannot do yet: ship fitted models for the standard blocks.
 """
 
 from __future__ import annotations

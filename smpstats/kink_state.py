@@ -225,7 +225,8 @@ class KinkState:
 
     @staticmethod
     def _overlap_histogram(g: Generation, windows: list[np.ndarray]):
-        """Yield ``(taps, count)``: per origin, how many outputs hold ``taps`` touched positions in their window."""
+        """``([(taps, count)], touched)``: per origin, how many outputs hold ``taps`` touched positions in their
+        window (``count``, shape (n_origins,)), and the positions touched after the windows, per dimension."""
         overlaps = [t.astype(np.int64) @ w for t, w in zip(g.touched, windows)]  # (n_origins_d, length_out_d)
         hists = [np.stack([(o == v).sum(axis=1) for v in range(int(o.max()) + 1)], axis=1) for o in overlaps]
         combos = [(1, np.ones(1))]

@@ -138,7 +138,8 @@ def plot_chain_prediction(prediction, observed=None, ax=None):
     frame = prediction.to_frame()
     x = np.arange(len(frame))
     positive = frame["upper_90"] > 0
-    if ax is None:
+    own_figure = ax is None
+    if own_figure:
         fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(frame) + 2), 4))
     else:
         fig = ax.figure
@@ -163,6 +164,6 @@ def plot_chain_prediction(prediction, observed=None, ax=None):
     ax.set_ylabel("output SMP per unit")
     ax.set_title(f"Predicted SMP per stage ({prediction.kind}); stages with SMP 0 not drawn", fontsize=9)
     ax.legend(fontsize=8)
-    if ax is fig.axes[0] and len(fig.axes) == 1:
+    if own_figure:
         fig.tight_layout()
     return fig
