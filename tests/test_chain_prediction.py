@@ -167,3 +167,17 @@ def test_unpropagated_baseline_keeps_the_input_moments():
     expected = theory.relu_expected_smp(0.3, 1.0, 1 / 0.15, 1.0)
     assert naive.predictive[1].mean()[0] == pytest.approx(expected, rel=1e-9)
     assert full.predictive[1].mean()[0] != pytest.approx(expected, rel=0.05)
+
+
+def test_theory_on_column_arrays_matches_the_table_version():
+    from smpstats.theory_terms import theory_term_arrays, theory_terms
+
+    sim = smpstats.simulate("conv1d(out_channels=4,kernel_size=3)|relu|maxpool1d(kernel_size=2)|leaky_relu"
+                            "|avgpool1d(kernel_size=2)|batchnorm|tanh", n_trials=4, seed=1, input_shape=(2, 32),
+                            path="kinked")
+    sim["prev_block_spec"] = sim.groupby("trial")["block_spec"].shift(fill_value="")
+    table = theory_terms(sim)
+    arrays = theory_term_arrays({c: sim[c].to_numpy() for c in sim.columns}, len(sim))
+    for name in ("theory_new", "theory_carried", "theory"):
+        np.testing.assert_array_equal(arrays[name], table[name].to_numpy())
+    assert list(arrays["family"]) == list(table["family"])

@@ -570,11 +570,12 @@ def test_demo_writes_the_report(capsys, tmp_path):
 
     report = (out_dir / "report.md").read_text()
     for heading in ("# smpstats demo report", "## 1. Which building blocks create nonsmoothness",
-                    "## 2. A small network along a smooth path", "## 4. Per-block transfer models", "## Next steps"):
+                    "## 2. A small network along a smooth path", "## 4. Per-block transfer models",
+                    "## 5. Predicting a whole network", "## Next steps"):
         assert re.search(rf"^{re.escape(heading)}$", report, re.M), heading
     assert "Each block was simulated 2 times" in report
     for image in ("sources.png", "refinement.png", "network_output.png", "transfer_coverage.png",
-                  "transfer_bands_relu.png"):
+                  "transfer_bands_relu.png", "chain_theory.png", "chain_regression.png"):
         assert f"]({image})" in report
         assert (out_dir / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -591,6 +592,8 @@ def test_demo_writes_the_report(capsys, tmp_path):
     samples = smpstats.load_samples(out_dir / "sources_samples.parquet")
     assert len(samples) == 2 * len(STANDARD_BLOCKS)
     assert samples.attrs["smpstats"]["study"] == "sources_of_nonsmoothness"
+    chain = smpstats.load_samples(out_dir / "chain_samples.parquet")
+    assert (chain["method"] == "exact").all() and chain["trial"].nunique() == 10
 
 
 def test_measure_exact_agrees_with_a_fine_grid(capsys):
