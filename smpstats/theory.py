@@ -956,7 +956,7 @@ def _composite_gauss(f, lo, hi, mu, sigma):
     return (f(x) * dens * w).sum(axis=(1, 2))
 
 
-def smooth_activation_gain(activation, mu, sigma, *, beta=1.0):
+def smooth_activation_gain(activation, mu, sigma, *, beta=1.0, positive=False):
     r"""``E|g'(X)|`` for ``X ~ N(mu, sigma**2)``: the factor on carried kinks.
 
     Computed by composite Gauss-Legendre quadrature in x over the part of
@@ -978,6 +978,10 @@ def smooth_activation_gain(activation, mu, sigma, *, beta=1.0):
         Softplus sharpness, ``g(x) = log(1 + exp(beta x)) / beta`` (torch's
         ``beta``; its linear branch above ``threshold`` changes g' by < 3e-9).
         Ignored by the other activations.
+    positive : bool, default=False
+        ``E[|g'(X)| | X > 0]`` instead (kinks that survived a ReLU sit where
+        its pre-activation ``X`` is positive); ``|g'(0)|`` where ``P(X > 0)``
+        underflows.
 
     Returns
     -------
@@ -1011,6 +1015,8 @@ def smooth_activation_gain(activation, mu, sigma, *, beta=1.0):
         # Quadrature nodes stay inside [lower, upper], where g' is evaluated safely.
         lo = np.clip(mm - 12.0 * s_safe, spec.lower, spec.upper)
         hi = np.clip(mm + 12.0 * s_safe, spec.lower, spec.upper)
+        if positive:
+            lo = np.clip(lo, 0.0, spec.upper)
         if spec.has_root:
             r = _root(activation)
             total = _composite_gauss(fabs, lo, np.minimum(hi, r), mm, s_safe)
@@ -1018,10 +1024,16 @@ def smooth_activation_gain(activation, mu, sigma, *, beta=1.0):
         else:
             total = _composite_gauss(fabs, lo, hi, mm, s_safe)
         with np.errstate(over="ignore"):
-            total += spec.left * special.ndtr((spec.lower - mm) / s_safe)
+            if not positive:
+                total += spec.left * special.ndtr((spec.lower - mm) / s_safe)
             total += spec.right * special.ndtr((mm - spec.upper) / s_safe)
         at_mu = np.where(mm < spec.lower, abs(spec.left), np.where(
             mm > spec.upper, abs(spec.right), fabs(np.clip(mm, spec.lower, spec.upper))))
+        if positive:
+            p_pos = special.ndtr(mm / s_safe)
+            usable = p_pos > 1e-300
+            total = np.where(usable, total / np.where(usable, p_pos, 1.0), fabs(0.0))
+            at_mu = np.where(mm > 0, at_mu, fabs(0.0))
         out[start:start + _GL_CHUNK] = np.where(const, at_mu, total)
     return _out(out.reshape(shape))
 

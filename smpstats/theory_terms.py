@@ -18,7 +18,9 @@ drawn from its init family:
 * average pooling: ``carried = S_in``; batch norm (eval mode, running
   statistics from :mod:`smpstats.blocks`' draw): ``E|gamma| E[var^-1/2] S_in``,
   or with given statistics (a finite ``bn_gain_abs`` column) ``bn_gain_abs S_in``;
-* smooth activations: ``carried = E|g'(X)| S_in`` (no new kinks);
+* smooth activations: ``carried = E|g'(X)| S_in`` (no new kinks); right
+  after a ReLU, whose kinks sit at the value 0, its share of the kinks is
+  scaled by ``|g'(0)|`` instead;
 * ReLU, LeakyReLU, PReLU and max pooling: Kac-Rice and pairwise switching for
   the new kinks, the surviving inherited kinks carried; max pooling right
   after a ReLU (``prev_block_spec == "relu"``) as ``relu(max(x))`` of the
@@ -143,6 +145,22 @@ def _maxpool_after_relu(k, mu, sigma, sigma_dot, length, smp_in):
     return new, pass_new * relu_new + pass_old * (smp_in - relu_new)
 
 
+def _smooth_after_relu(name, beta, mu, sigma, sigma_dot, length, smp_in):
+    """Carried SMP of a smooth activation ``g`` right after a ReLU.
+
+    The ReLU's own kinks sit where its output is 0, so ``g`` scales them by
+    ``|g'(0)|``; the older kinks that survived the ReLU sit where its
+    Gaussian pre-activation ``X`` is positive, gain ``E[|g'(X)| | X > 0]``.
+    The ReLU's share comes from Kac-Rice on the pre-activations, recovered
+    from the ReLU outputs' moments.
+    """
+    pre = theory.relu_preactivation(mu, sigma, sigma_dot)
+    relu_new = np.minimum(np.asarray(theory.relu_expected_smp(*pre, length), dtype=float), smp_in)
+    at_zero = float(theory.smooth_activation_gain(name, 0.0, 0.0, beta=beta))
+    survivors = np.asarray(theory.smooth_activation_gain(name, pre[0], pre[1], beta=beta, positive=True), dtype=float)
+    return at_zero * relu_new + survivors * (smp_in - relu_new)
+
+
 def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
     """Expected output SMP per unit of each row's block: new and carried parts.
 
@@ -249,6 +267,10 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
                     name = "gelu_tanh" if (act == "gelu" and tanh_form) else act
                     carried[m] = np.asarray(theory.smooth_activation_expected_smp(
                         name, mu[m], sig[m], smp_in[m], beta=float(beta)), dtype=float)
+                    m &= _after_relu(table) & (mu > 0)
+                    if m.any():
+                        carried[m] = _smooth_after_relu(name, float(beta), mu[m], sig[m], sdot[m], length[m],
+                                                        smp_in[m])
     if np.isnan(carried).any():
         raise InputError(f"theory_terms: missing block parameters for rows of {sorted(set(blocks[np.isnan(carried)]))}.")
     return {"family": families, "theory_new": new, "theory_carried": carried, "theory": new + carried}

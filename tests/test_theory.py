@@ -478,6 +478,14 @@ def test_smooth_activation_gain_matches_quadrature(name, mu, sigma):
     pts = [p for p in pts if lo < p < hi]
     want = integrate.quad(lambda x: abs(f(x)) * pdf(x), lo, hi, points=pts, limit=500, epsabs=1e-14, epsrel=1e-11)[0]
     assert th.smooth_activation_gain(name, mu, sigma) == pytest.approx(want, rel=1e-8)
+    # conditional on X > 0 (kinks that survived a ReLU)
+    p_pos = special.ndtr(mu / sigma)
+    if p_pos > 1e-300:
+        want_pos = integrate.quad(lambda x: abs(f(x)) * pdf(x), 0.0, max(hi, 1.0), points=[p for p in pts if p > 0],
+                                  limit=500, epsabs=1e-300, epsrel=1e-11)[0] / p_pos
+    else:  # all mass below 0: the limit X -> 0+
+        want_pos = abs(f(0.0))
+    assert th.smooth_activation_gain(name, mu, sigma, positive=True) == pytest.approx(want_pos, rel=1e-6)
 
 
 def test_smooth_activation_gain_limits():
