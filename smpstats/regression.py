@@ -115,6 +115,27 @@ def _config_levels(configs: np.ndarray, ratio: np.ndarray, phi: np.ndarray
     return names, np.log(np.bincount(code, w * ratio) / den), 1.0 / den, code
 
 
+def _dispersion_glm(d2: np.ndarray, X: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Coefficients of a Gamma GLM (log link) of squared Pearson residuals ``d2`` on ``X``, shape (n_columns,).
+
+    Newton's method from a least-squares fit of ``log d2`` (plus 1.27, minus
+    the mean of ``log`` of a chi-square on one degree of freedom): on
+    heavy-tailed, chi-square-like responses with a few strong covariates,
+    statsmodels' default IRLS can overshoot to infinite means and fail,
+    whereas the Gamma log-link likelihood is concave in the coefficients.
+    The constant must lie in the span of ``X``.
+    """
+    import statsmodels.api as sm
+
+    start = np.linalg.lstsq(X, np.log(d2) - offset + 1.27, rcond=None)[0]
+    res = sm.GLM(d2, X, family=sm.families.Gamma(sm.families.links.Log()), offset=offset).fit(
+        method="newton", start_params=start, maxiter=200)
+    if not res.mle_retvals.get("converged", False) or not np.isfinite(res.params).all():
+        raise InputError("The dispersion regression did not converge; the training table may have too few rows "
+                         "per configuration or covariates that are constant within the family.")
+    return np.asarray(res.params)
+
+
 def _within_squared_pearson(y: np.ndarray, mu: np.ndarray, effect: np.ndarray, code: np.ndarray) -> np.ndarray:
     """Squared Pearson residuals about each configuration's own level, shape (n_rows,) (module doc)."""
     n = np.bincount(code).astype(float)
@@ -180,8 +201,7 @@ class FamilyRegression:
                 mu = mean_fit.fittedvalues
                 _, effect, _, code = _config_levels(cfg, yp / mu, 1.0 / weights)
                 d2 = _within_squared_pearson(yp, mu, effect, code)
-                disp_fit = sm.GLM(d2, X, family=sm.families.Gamma(sm.families.links.Log()), offset=disp_offset).fit()
-                gamma = disp_fit.params
+                gamma = _dispersion_glm(d2, X, disp_offset)
                 weights = 1.0 / np.exp(X @ gamma + disp_offset)
             mean_fit = sm.GLM(yp, X, family=gamma_family, offset=offset, var_weights=weights).fit(scale=1.0)
             names, effect, var, _ = _config_levels(cfg, yp / mean_fit.fittedvalues, 1.0 / weights)
@@ -368,8 +388,8 @@ def _pooled_units_coef(fits: dict[str, "FamilyRegression"], groups: dict[str, pd
         return 0.0  # every row has the same unit count: no slope to learn
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = sm.GLM(np.concatenate(d2s), X, family=sm.families.Gamma(sm.families.links.Log())).fit()
-    return float(res.params[-1])
+        params = _dispersion_glm(np.concatenate(d2s), X, np.zeros(n))
+    return float(params[-1])
 
 
 def _trigamma_inverse(x: float) -> float:
