@@ -9,6 +9,9 @@ uses for ``model="regression"`` or ``model="bayes"``:
 * ``"bayes"`` is built on first use from the same samples (a few minutes:
   simulation, then a NUTS fit) and cached as netCDF in the cache folder
   (``$SMPSTATS_CACHE``, else ``~/.cache/smpstats``); later calls load it.
+  The cached file's name carries a digest of the package version and the
+  training samples' definition, so that another version or other training
+  configurations build their own.
 
 :func:`build_default_model` rebuilds either (it is how the shipped file was
 made); pass ``path`` to write it elsewhere.
@@ -16,6 +19,7 @@ made); pass ``path`` to write it elsewhere.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -23,7 +27,7 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["default_model", "build_default_model", "DEFAULT_TRAINING", "cache_dir"]
+__all__ = ["default_model", "build_default_model", "DEFAULT_TRAINING", "cache_dir", "cached_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,16 @@ _FILES = {"regression": "regression.json", "bayes": "bayes.nc"}
 def cache_dir() -> Path:
     """Folder for models built on first use: ``$SMPSTATS_CACHE``, else ``~/.cache/smpstats``."""
     return Path(os.environ.get("SMPSTATS_CACHE") or Path.home() / ".cache" / "smpstats")
+
+
+def cached_path(kind: str) -> Path:
+    """Where a default model of ``kind`` built on first use is cached (see the module doc)."""
+    from .io import package_version
+    from .training_data import configs_digest
+
+    key = repr((package_version(), sorted(DEFAULT_TRAINING.items()), configs_digest(DEFAULT_TRAINING["split"])))
+    name = Path(_FILES[_check_kind(kind)])
+    return cache_dir() / f"{name.stem}-{hashlib.sha256(key.encode()).hexdigest()[:10]}{name.suffix}"
 
 
 def _check_kind(kind: Any) -> str:
@@ -67,7 +81,7 @@ def build_default_model(kind: str = "regression", path: str | os.PathLike | None
     from .transfer import fit
 
     kind = _check_kind(kind)
-    target = Path(path) if path is not None else cache_dir() / _FILES[kind]
+    target = Path(path) if path is not None else cached_path(kind)
     logger.info("Building the default %s transfer model: simulating %s, then fitting (once; cached at %s).",
                 kind, DEFAULT_TRAINING, target)
     samples = block_samples(**DEFAULT_TRAINING, progress=progress)
@@ -84,7 +98,7 @@ def default_model(kind: str = "regression", *, progress: bool = True):
     from .errors import DataFileError
 
     kind = _check_kind(kind)
-    shipped, cached = _SHIPPED / _FILES[kind], cache_dir() / _FILES[kind]
+    shipped, cached = _SHIPPED / _FILES[kind], cached_path(kind)
     if shipped.is_file():
         return load_model(shipped)
     if cached.is_file():

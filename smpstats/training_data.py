@@ -12,6 +12,7 @@ configurations, as a user predicting a new architecture needs.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -22,7 +23,7 @@ from ._validation import check_int
 from .errors import InputError
 from .inputs import InputFamily, KinkedInputs, SmoothInputs
 
-__all__ = ["BlockConfig", "CONFIGS", "block_samples", "BLOCK_FAMILIES"]
+__all__ = ["BlockConfig", "CONFIGS", "block_samples", "BLOCK_FAMILIES", "configs_digest"]
 
 
 @dataclass(frozen=True)
@@ -45,50 +46,84 @@ class BlockConfig:
 _C = BlockConfig
 _CONV3 = "conv1d(out_channels=8, kernel_size=3)"
 _CONV5 = "conv1d(out_channels=8, kernel_size=5)"
+_CONV2D = "conv2d(out_channels=4, kernel_size=3)"
+_LIN = "linear(out_features=16)"
 
-#: Configurations per family and split.
+#: Configurations per family and split. Each family's training split mixes blocks on their own and after
+#: another block (``chained``), smooth and kinked inputs, 1-D and 2-D layers, so that the spread between
+#: configurations, which a new configuration draws from, is learnt from 6-8 of them.
 CONFIGS: dict[str, dict[str, tuple[BlockConfig, ...]]] = {
     "relu": {
-        "train": (_C("relu", (8, 64), "smooth"), _C("relu", (8, 64), "kinked"), _C(f"{_CONV3} | relu", (8, 64), "smooth")),
-        "holdout": (_C("relu", (16, 32), "smooth"), _C("relu", (4, 64), "kinked"), _C(f"{_CONV5} | relu", (8, 64), "smooth")),
+        "train": (_C("relu", (8, 64), "smooth"), _C("relu", (8, 64), "kinked"), _C(f"{_CONV3} | relu", (8, 64), "smooth"),
+                  _C(f"{_LIN} | relu", (16,), "smooth"), _C(f"{_CONV2D} | relu", (2, 16, 16), "smooth"),
+                  _C("batchnorm | relu", (8, 64), "kinked"), _C("avgpool1d(kernel_size=2) | relu", (8, 64), "kinked")),
+        "holdout": (_C("relu", (16, 32), "smooth"), _C("relu", (4, 64), "kinked"), _C(f"{_CONV5} | relu", (8, 64), "smooth"),
+                    _C("linear(out_features=32) | relu", (8,), "smooth"), _C("conv1d(out_channels=4, kernel_size=3) | relu",
+                                                                             (8, 64), "kinked")),
     },
     "leaky_relu": {
         "train": (_C("leaky_relu(negative_slope=0.01)", (8, 64), "smooth"), _C("leaky_relu(negative_slope=0.1)", (8, 64), "kinked"),
-                  _C("leaky_relu(negative_slope=0.3)", (8, 64), "smooth"), _C("prelu(alpha=0.25)", (8, 64), "kinked")),
+                  _C("leaky_relu(negative_slope=0.3)", (8, 64), "smooth"), _C("prelu(alpha=0.25)", (8, 64), "kinked"),
+                  _C(f"{_CONV3} | leaky_relu(negative_slope=0.1)", (8, 64), "smooth"),
+                  _C(f"{_LIN} | leaky_relu(negative_slope=0.02)", (16,), "kinked"),
+                  _C(f"{_CONV2D} | prelu(alpha=0.25)", (2, 16, 16), "smooth")),
         "holdout": (_C("leaky_relu(negative_slope=0.05)", (8, 64), "kinked"), _C("leaky_relu(negative_slope=0.2)", (8, 64), "smooth"),
-                    _C("prelu(alpha=0.15)", (8, 64), "smooth")),
+                    _C("prelu(alpha=0.15)", (8, 64), "smooth"), _C(f"{_CONV5} | leaky_relu(negative_slope=0.05)", (8, 64), "smooth"),
+                    _C("linear(out_features=32) | leaky_relu(negative_slope=0.2)", (8,), "kinked")),
     },
     "maxpool": {
         "train": (_C("maxpool1d(kernel_size=2)", (8, 64), "smooth"), _C("maxpool1d(kernel_size=3)", (8, 64), "kinked"),
-                  _C("maxpool2d(kernel_size=2)", (3, 16, 16), "smooth"), _C(f"{_CONV3} | maxpool1d(kernel_size=2)", (8, 64), "smooth")),
+                  _C("maxpool2d(kernel_size=2)", (3, 16, 16), "smooth"), _C(f"{_CONV3} | maxpool1d(kernel_size=2)", (8, 64), "smooth"),
+                  _C("relu | maxpool1d(kernel_size=2)", (8, 64), "smooth"), _C(f"{_CONV2D} | maxpool2d(kernel_size=2)", (2, 16, 16), "smooth"),
+                  _C(f"{_CONV3} | relu | maxpool1d(kernel_size=3)", (4, 64), "smooth")),
         "holdout": (_C("maxpool1d(kernel_size=4)", (8, 64), "smooth"), _C("maxpool2d(kernel_size=2)", (3, 16, 16), "kinked"),
-                    _C(f"{_CONV5} | maxpool1d(kernel_size=3)", (8, 64), "smooth")),
+                    _C(f"{_CONV5} | maxpool1d(kernel_size=3)", (8, 64), "smooth"),
+                    _C("relu | maxpool2d(kernel_size=2)", (3, 16, 16), "smooth"),
+                    _C("conv1d(out_channels=4, kernel_size=3) | relu | maxpool1d(kernel_size=4)", (4, 64), "kinked")),
     },
     "affine": {
-        "train": (_C(_CONV3, (4, 64), "kinked"), _C("linear(out_features=16)", (16,), "kinked"),
-                  _C(f"relu | {_CONV3}", (4, 64), "smooth")),
+        "train": (_C(_CONV3, (4, 64), "kinked"), _C(_LIN, (16,), "kinked"), _C(f"relu | {_CONV3}", (4, 64), "smooth"),
+                  _C(f"relu | {_LIN}", (16,), "smooth"), _C(_CONV2D, (2, 16, 16), "kinked"),
+                  _C("maxpool1d(kernel_size=2) | conv1d(out_channels=4, kernel_size=5)", (4, 64), "smooth"),
+                  _C("linear(out_features=8)", (32,), "kinked")),
         "holdout": (_C("conv1d(out_channels=16, kernel_size=5)", (2, 64), "kinked"), _C("linear(out_features=32)", (24,), "kinked"),
-                    _C("relu | conv2d(out_channels=4, kernel_size=3)", (2, 16, 16), "smooth")),
+                    _C(f"relu | {_CONV2D}", (2, 16, 16), "smooth"), _C("relu | linear(out_features=8)", (32,), "smooth"),
+                    _C("maxpool1d(kernel_size=2) | conv1d(out_channels=8, kernel_size=3)", (4, 64), "smooth")),
     },
     "avgpool": {
         "train": (_C("avgpool1d(kernel_size=2)", (8, 64), "kinked"), _C("avgpool1d(kernel_size=3)", (8, 64), "kinked"),
-                  _C("relu | avgpool1d(kernel_size=2)", (8, 64), "smooth")),
+                  _C("relu | avgpool1d(kernel_size=2)", (8, 64), "smooth"), _C("relu | avgpool2d(kernel_size=2)", (3, 16, 16), "smooth"),
+                  _C("avgpool1d(kernel_size=5)", (8, 64), "kinked"), _C("maxpool1d(kernel_size=2) | avgpool1d(kernel_size=2)", (8, 64), "smooth")),
         "holdout": (_C("avgpool1d(kernel_size=4)", (8, 64), "kinked"), _C("avgpool2d(kernel_size=2)", (3, 16, 16), "kinked"),
-                    _C("relu | avgpool1d(kernel_size=3)", (8, 64), "smooth")),
+                    _C("relu | avgpool1d(kernel_size=3)", (8, 64), "smooth"),
+                    _C("leaky_relu(negative_slope=0.1) | avgpool1d(kernel_size=2)", (8, 64), "smooth")),
     },
     "batchnorm": {
-        "train": (_C("batchnorm", (8, 64), "kinked"), _C("relu | batchnorm", (8, 64), "smooth")),
-        "holdout": (_C("batchnorm", (16, 32), "kinked"), _C("relu | batchnorm", (4, 64), "smooth")),
+        "train": (_C("batchnorm", (8, 64), "kinked"), _C("relu | batchnorm", (8, 64), "smooth"),
+                  _C(f"{_CONV3} | batchnorm", (4, 64), "kinked"), _C("leaky_relu(negative_slope=0.1) | batchnorm", (8, 64), "smooth"),
+                  _C("maxpool1d(kernel_size=2) | batchnorm", (8, 64), "smooth"), _C("batchnorm", (3, 16, 16), "kinked")),
+        "holdout": (_C("batchnorm", (16, 32), "kinked"), _C("relu | batchnorm", (4, 64), "smooth"),
+                    _C(f"{_CONV5} | batchnorm", (4, 64), "kinked"), _C("prelu(alpha=0.2) | batchnorm", (8, 64), "smooth")),
     },
     "smooth": {
-        "train": (_C("gelu", (8, 64), "kinked"), _C("tanh", (8, 64), "kinked"), _C("relu | silu", (8, 64), "smooth")),
-        "holdout": (_C("softplus", (8, 64), "kinked"), _C("silu", (8, 64), "kinked"), _C("relu | gelu", (8, 64), "smooth")),
+        "train": (_C("gelu", (8, 64), "kinked"), _C("tanh", (8, 64), "kinked"), _C("relu | silu", (8, 64), "smooth"),
+                  _C("relu | tanh", (8, 64), "smooth"), _C("softplus(beta=2)", (8, 64), "kinked"),
+                  _C("maxpool1d(kernel_size=2) | gelu", (8, 64), "smooth"), _C("relu | softplus", (3, 16, 16), "smooth")),
+        "holdout": (_C("softplus", (8, 64), "kinked"), _C("silu", (8, 64), "kinked"), _C("relu | gelu", (8, 64), "smooth"),
+                    _C("maxpool1d(kernel_size=3) | silu", (8, 64), "smooth"), _C("relu | softplus(beta=2)", (8, 64), "smooth")),
     },
 }
 
 #: Families with configurations, in a stable order.
 BLOCK_FAMILIES = tuple(CONFIGS)
 _SPLITS = ("train", "holdout")
+
+
+def configs_digest(split: str) -> str:
+    """Short hex digest of a split's configurations: names cached samples and models built from them."""
+    if split not in _SPLITS:
+        raise InputError(f"split must be 'train' or 'holdout'; got {split!r}.")
+    return hashlib.sha256(repr({f: c[split] for f, c in CONFIGS.items()}).encode()).hexdigest()[:10]
 
 
 def _families(families: Any) -> tuple[str, ...]:
