@@ -9,11 +9,15 @@ partial pooling, e.g. ``maxpool1d(kernel_size=3)`` or
     \mu_i = e^{\gamma^{new}_c}\, T^{new}_i + e^{\gamma^{car}_c}\, T^{car}_i, \qquad
     \gamma^{t}_c \sim N(a^{t}_f,\ \tau_{t}^2) \quad (t = new, car)
 
-    y_i \mid y_i > 0 \sim \mathrm{Gamma}(\text{mean } \mu_i,\ \text{shape } e^{\delta_c + b (u_i - u_c)}), \quad
+    y_i \mid y_i > 0 \sim \mathrm{Gamma}(\text{mean } \mu_i,\ \text{shape } e^{\delta_c + \eta_f^\top (x_i - \tilde x) + b (u_i - u_c)}), \quad
     \delta_c \sim N(d_f + g_f\, k_c + b (u_c - \bar u), \tau_d^2), \qquad \Pr(y_i = 0) = \mathrm{logit}^{-1}(h_f)
 
 with ``T^new``, ``T^car`` the theory's new and carried kinks
-(:mod:`smpstats.theory_terms`), ``k_c = 1`` when the configuration's block
+(:mod:`smpstats.theory_terms`), ``x_i`` the row's :data:`DISPERSION_COVARIATES`
+(``log_rel``, ``log_res``: the expected kinks per RMS slope and the grid's
+resolution, which set how much the measured SMP varies from trial to
+trial, within configurations as between them; ``\tilde x`` their medians in
+the fit; ``eta ~ N(0, 1)`` per family), ``k_c = 1`` when the configuration's block
 follows another block (its input comes from a layer: correlated neighbours,
 coincident kinks; such blocks vary far less or far more from trial to
 trial), else 0, and ``u_i`` the log number of output units the row's SMP
@@ -67,8 +71,10 @@ __all__ = ["BayesTransfer", "fit_bayes", "build_model", "DIAGNOSTIC_LIMITS"]
 DIAGNOSTIC_LIMITS = {"r_hat_max": 1.01, "ess_bulk_min": 400.0, "ess_tail_min": 400.0, "divergences_max": 0}
 _DESIGN_COLUMNS = ("family", "config", "theory_new", "theory_carried", "theory", "log_rel", "log_res", "chained",
                    "log_units", "y")
-#: Version of the saved model (2: unit-count term in the dispersion).
-_BAYES_FORMAT_VERSION = 2
+#: Version of the saved model (2: unit-count term in the dispersion; 3: row covariates in the dispersion).
+_BAYES_FORMAT_VERSION = 3
+#: Row covariates of the log Gamma shape (:mod:`smpstats.transfer_data`), centred on their medians in the fit.
+DISPERSION_COVARIATES = ("log_rel", "log_res")
 
 
 def _quiet_arviz():
@@ -98,8 +104,9 @@ class _Index:
 
     def __init__(self, families: list[str], configs: list[str], config_family: list[str],
                  term_configs: dict[str, list[str]], units_ref: float | None = None,
-                 config_units: list[float] | None = None):
+                 config_units: list[float] | None = None, disp_ref: list[float] | None = None):
         self.families, self.configs, self.config_family = families, configs, config_family
+        self.disp_ref = disp_ref  # medians of the dispersion covariates in the fit
         self.term_configs = term_configs
         self.units_ref = units_ref  # median log unit count of the fit; None: no unit-count term
         self.config_units = config_units  # per config, mean log unit count of its rows in the fit
@@ -125,16 +132,22 @@ class _Index:
             ref = float(np.median(units))
             mean_units = pd.Series(units, index=design.index).groupby(design["config"].to_numpy()).mean()
             cfg_units = [float(mean_units[c]) for c in configs]
-        return cls(families, configs, pairs["family"].tolist(), term_configs, ref, cfg_units)
+        disp_ref = [float(np.median(design[c].to_numpy(float))) for c in DISPERSION_COVARIATES]
+        return cls(families, configs, pairs["family"].tolist(), term_configs, ref, cfg_units, disp_ref)
 
     def to_dict(self) -> dict[str, Any]:
         return {"families": self.families, "configs": self.configs, "config_family": self.config_family,
-                "term_configs": self.term_configs, "units_ref": self.units_ref, "config_units": self.config_units}
+                "term_configs": self.term_configs, "units_ref": self.units_ref, "config_units": self.config_units,
+                "disp_ref": self.disp_ref}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "_Index":
         return cls(d["families"], d["configs"], d["config_family"], d["term_configs"], d["units_ref"],
-                   d["config_units"])
+                   d["config_units"], d["disp_ref"])
+
+    def dispersion_covariates(self, design: pd.DataFrame) -> np.ndarray:
+        """:data:`DISPERSION_COVARIATES` less their medians in the fit, shape (n_rows, n_covariates)."""
+        return design[list(DISPERSION_COVARIATES)].to_numpy(float) - np.asarray(self.disp_ref)
 
     def units(self, design: pd.DataFrame) -> np.ndarray:
         """Log unit counts less the fit's median, shape (n_rows,); zeros for a model without the term."""
@@ -203,7 +216,7 @@ def build_model(design: pd.DataFrame, index: "_Index"):
     y = design["y"].to_numpy(float)
     pos = y > 0
     cfam = np.array([index.families.index(f) for f in index.config_family])
-    coords = {"family": index.families, "config": index.configs}
+    coords = {"family": index.families, "config": index.configs, "dispersion_covariate": list(DISPERSION_COVARIATES)}
     for t in _TERMS:
         coords[f"family_{t}"] = index.term_families[t]
         coords[f"config_{t}"] = index.term_configs[t]
@@ -234,7 +247,10 @@ def build_model(design: pd.DataFrame, index: "_Index"):
             centre = centre + b * (np.asarray(index.config_units) - index.units_ref)
         log_phi_c = _config_effects("log_phi_c", centre, tau_d, _pooled(cfam), "config")
         h0 = pm.Normal("h0", -4.0, 2.0, dims="family")
-        log_phi = log_phi_c[a["cfg"][pos]]
+        # row covariates (the expected kinks per RMS slope and the grid's resolution vary within configs too)
+        eta_d = pm.Normal("eta_d", 0.0, 1.0, dims=("family", "dispersion_covariate"))
+        x = index.dispersion_covariates(design)[pos]
+        log_phi = log_phi_c[a["cfg"][pos]] + (x * eta_d[a["fam"][pos]]).sum(axis=1)
         if index.units_ref is not None:
             log_phi = log_phi + b * (index.units(design) - index.seen_units(a["cfg"]))[pos]
         phi = pm.math.exp(log_phi)
@@ -328,7 +344,7 @@ def fit_bayes(design: pd.DataFrame, *, draws: int = 500, tune: int = 500, chains
     idata, t_compile, t_sample, used = _sample(model, draws=draws, tune=tune, chains=chains, seed=seed,
                                                sampler=sampler, progress=progress)
     keep = [v for v in ("a_new", "a_car", "tau_new", "tau_car", "log_c_new", "log_c_car", "d", "g",
-                        "tau_d", "log_phi_c", "b_units", "h0") if v in idata.posterior]
+                        "tau_d", "log_phi_c", "eta_d", "b_units", "h0") if v in idata.posterior]
     az = _quiet_arviz()
     post = idata.posterior[keep]
     idata = az.InferenceData(posterior=post, sample_stats=idata.sample_stats,
@@ -415,6 +431,8 @@ class BayesTransfer(TransferModel):
             log_c = effect(t, f"log_c_{t}", f"a_{t}", "", a[f"cfg_{t}"], a[f"fam_{t}"])
             mu += np.exp(log_c) * a[t][:, None]
         log_phi = effect("d", "log_phi_c", "d", "g", a["cfg"], a["fam"])
+        eta_d = p["eta_d"][pick][:, a["fam"], :]  # (n_draws, n_rows, n_covariates)
+        log_phi = log_phi + np.einsum("drk,rk->rd", eta_d, self.index.dispersion_covariates(design))
         if "b_units" in p:
             log_phi = log_phi + p["b_units"][pick][None, :] * units
         p0 = 1.0 / (1.0 + np.exp(-p["h0"][pick][:, a["fam"]].T))
@@ -484,6 +502,9 @@ class BayesTransfer(TransferModel):
             for fam in post[name][dim].values:
                 v = post[name].sel({dim: fam}).values.ravel()
                 add(str(fam), label, transform(v) if transform else v)
+        for k in DISPERSION_COVARIATES:
+            for fam in post["eta_d"]["family"].values:
+                add(str(fam), f"shape slope on {k}", post["eta_d"].sel(family=fam, dispersion_covariate=k).values.ravel())
         if "b_units" in post:
             add("all", "unit-count slope b_units", post["b_units"].values.ravel())
         return pd.DataFrame(rows).sort_values(["family", "parameter"], kind="stable", ignore_index=True)

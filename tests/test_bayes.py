@@ -31,8 +31,11 @@ def _table(n, seed, configs=(("relu", "relu", None), ("maxpool1d", "maxpool1d(ke
     return pd.concat(parts, ignore_index=True)
 
 
-def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, draws=100, tau=0.3, b_units=None):
+def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, draws=100, tau=0.3, b_units=None,
+           eta=(0.0, 0.0)):
     """A BayesTransfer whose posterior sits tightly (sd 0.005) at known values (configs in index order).
+
+    ``eta``: slopes of the log Gamma shape on (log_rel, log_res), the same for every family.
 
     ``b_units`` (needs unit counts in ``design``): the slope of the log Gamma shape on the log unit count.
     """
@@ -47,19 +50,19 @@ def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, dra
     post = {"a_new": const(0.0, (nf,)), "a_car": const(0.0, (nf,)), "tau_new": const(tau), "tau_car": const(tau),
             "log_c_new": log_c_new, "log_c_car": const(0.0, (nc,)), "d": const(np.log(shape), (nf,)),
             "tau_d": const(0.01), "log_phi_c": np.log(shape) + 10 * jitter[1], "h0": const(-30.0, (nf,)),
-            "g": const(0.0, (nf,))}
+            "g": const(0.0, (nf,)), "eta_d": const(eta, (nf, 2))}
     if b_units is not None:
         post["b_units"] = const(b_units)
     assert index.term_configs["new"] == index.term_configs["car"] == index.configs
     dims = {"a_new": ["family_new"], "a_car": ["family_car"], "d": ["family"], "h0": ["family"],
-            "g": ["family"],
+            "g": ["family"], "eta_d": ["family", "dispersion_covariate"],
             "log_c_new": ["config_new"], "log_c_car": ["config_car"], "log_phi_c": ["config"]}
     rng = np.random.default_rng(0)
     stats = {"diverging": np.zeros((chains, draws), bool), "lp": rng.normal(size=(chains, draws))}
     idata = az.from_dict(posterior=post, sample_stats=stats, dims=dims,
                          coords={"family": index.families, "config": index.configs, "family_new": index.families,
                                  "family_car": index.families, "config_new": index.configs,
-                                 "config_car": index.configs})
+                                 "config_car": index.configs, "dispersion_covariate": ["log_rel", "log_res"]})
     idata.add_groups(constant_data=_design_dataset(design))
     info = {"sampler": "test", "draws": draws, "tune": 0, "chains": chains, "seed": 0, "compile_seconds": 0.0,
             "sampling_seconds": 0.0, "n_rows": len(design), "r_hat_max": r_hat, "ess_bulk_min": 1000.0,
@@ -103,6 +106,17 @@ def test_unseen_configurations_draw_from_the_population():
     # one shared effect per unseen configuration and draw: rows move together
     r = np.corrcoef(np.log(pred.draws[0]), np.log(pred.draws[1]))[0, 1]
     assert r > 0.9
+
+
+def test_the_gamma_shape_follows_the_row_covariates():
+    """log shape = log 400 - 1 * (log_rel - its median in the fit): rows with more expected kinks vary less."""
+    df = _table(200, 5)
+    design = design_frame(df.assign(smp_out=1.0))
+    model = _model(design, shape=400.0, eta=(-1.0, 0.0))
+    pred = model.predict(df, n_draws=4000, seed=3)
+    x = design["log_rel"].to_numpy() - np.median(design["log_rel"])
+    np.testing.assert_allclose(pred.std() / pred.mean(), np.sqrt(np.exp(x) / 400), rtol=0.08)
+    assert "shape slope on log_rel" in set(model.to_frame()["parameter"])
 
 
 def test_save_load_round_trip_and_damaged_files(tmp_path):
