@@ -27,8 +27,9 @@ from .errors import InputError
 
 __all__ = ["sbc", "SBCResult", "plot_sbc_ranks", "SBC_PARAMETERS"]
 
-#: Scalar parameters whose ranks are checked (family-level corrections, scales, dispersion, hurdle).
-SBC_PARAMETERS = ("a_new", "a_car", "tau_new", "tau_car", "d", "tau_d", "h0")
+#: Parameters whose ranks are checked, one scalar per family (and covariate): corrections, scales,
+#: dispersion and its slopes, hurdle.
+SBC_PARAMETERS = ("a_new", "a_car", "tau_new", "tau_car", "d", "tau_d", "eta_d", "h0")
 
 
 @dataclass
@@ -71,18 +72,18 @@ class SBCResult:
 
 
 def _scalar_columns(prior: Any) -> list[tuple[str, str, dict[str, str]]]:
-    """(label, variable, selection) of every scalar in :data:`SBC_PARAMETERS` (one per family)."""
+    """(label, variable, selection) of every scalar in :data:`SBC_PARAMETERS` (one per family and covariate)."""
+    import itertools
+
     cols = []
     for name in SBC_PARAMETERS:
         if name not in prior:
             continue
         arr = prior[name]
-        fam_dims = [d for d in arr.dims if d.startswith("family")]
-        if fam_dims:
-            dim = fam_dims[0]
-            cols += [(f"{name}[{f}]", name, {dim: str(f)}) for f in arr[dim].values]
-        else:
-            cols.append((name, name, {}))
+        dims = [d for d in arr.dims if d not in ("chain", "draw")]
+        for values in itertools.product(*(arr[d].values for d in dims)):
+            sel = {d: str(v) for d, v in zip(dims, values)}
+            cols.append((f"{name}[{', '.join(sel.values())}]" if sel else name, name, sel))
     return cols
 
 

@@ -188,6 +188,8 @@ def test_sbc_ranks_are_in_range_and_not_grossly_non_uniform():
     train = _with_y(df, design, (0.0, 0.0), 100.0, seed=14)
     res = sbc(train, n_sims=20, n_ranks=19, tune=200, seed=3)
     assert res.ranks.shape[0] == 20
+    # one column per family and dispersion covariate for the shape slopes
+    assert {"eta_d[maxpool, log_rel]", "eta_d[relu, log_res]"} <= set(res.ranks.columns)
     assert ((res.ranks >= 0) & (res.ranks <= 19)).all().all()
     u = res.uniformity(bins=4)
     assert (u["p_value"] > 1e-4).all(), res.summary()
