@@ -32,7 +32,7 @@ Per block family, on the rows with ``smp_out > 0``:
   square of the left-out configuration's mean ``log(y / predicted mean)``
   (less its within-configuration sampling variance) is ``tau``; it includes
   the error of the covariates' extrapolation, as a new configuration's
-  prediction does. With 2-4 configurations per family that estimate is
+  prediction does. With 6-7 configurations per family that estimate is
   rough, so each family's is moderated towards the pool of all families
   (empirical Bayes, Smyth 2004: the families' squared spreads are scaled
   chi-square on as many degrees of freedom as
@@ -369,8 +369,6 @@ def _pooled_units_coef(fits: dict[str, "FamilyRegression"], groups: dict[str, pd
     each family's own dispersion columns (block diagonal) and the shared
     ``log_units - ref``.
     """
-    import statsmodels.api as sm
-
     blocks, units, d2s = [], [], []
     for f, r in fits.items():
         d2, X = r.squared_pearson(groups[f])
