@@ -16,6 +16,10 @@ batch norm):
    model) and per-block regression chained without the propagated state.
 4. Where predictions break: very narrow layers, deep max-pool stacks.
 
+The predictions use the finite-width moments (``finite_width=True``, the
+default of :func:`smpstats.predict_chain`: each Monte Carlo draw realises
+one random network's pooled moments).
+
 Ground truth: :func:`smpstats.simulate` with ``method="exact"`` walks the
 polyline through 513 points of each smooth input path and records every kink
 of every unit of every stage (no grid detection limit).

@@ -1,8 +1,9 @@
 """Cost of predicting a chain's SMP against simulating it, side by side.
 
 For a 16-block MLP and a 17-block 1-D CNN, times :func:`smpstats.predict_chain`
-in the analytic mode (theory, 1000 Monte Carlo draws) and with the default
-regression models (1000 draws), against :func:`smpstats.simulate` of the same
+in the analytic mode (theory, 1000 Monte Carlo draws; with the finite-width
+moments, the default, and with the deterministic mean-field moments,
+``finite_width=False``) and with the default regression models (1000 draws), against :func:`smpstats.simulate` of the same
 chain with exact SMP along smooth paths (``--trials`` networks, 513 points),
 which is what the prediction replaces. Prints milliseconds and the ratio
 simulate / predict per network predicted. The issue asks for milliseconds
@@ -38,16 +39,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
     model = smpstats.default_model("regression")
-    print(f"{'chain':>6s} {'blocks':>6s} {'theory ms':>10s} {'regression ms':>13s} {'simulate ms/network':>19s} "
-          f"{'ratio sim/theory per network':>28s}")
+    print(f"{'chain':>6s} {'blocks':>6s} {'theory ms':>10s} {'infinite width ms':>17s} {'regression ms':>13s} "
+          f"{'simulate ms/network':>19s} {'ratio sim/theory per network':>28s}")
     for spec, shape in CASES:
         n_blocks = len(smpstats.build_chain(spec, shape).stages)
         theory = best_time(lambda: smpstats.predict_chain(spec, input_shape=shape, n_draws=1000), args.rounds)
+        infinite = best_time(lambda: smpstats.predict_chain(spec, input_shape=shape, n_draws=1000, finite_width=False),
+                             args.rounds)
         regression = best_time(lambda: smpstats.predict_chain(spec, input_shape=shape, n_draws=1000, model=model),
                                args.rounds)
         sim = best_time(lambda: smpstats.simulate(spec, args.trials, seed=0, input_shape=shape, n_points=513,
                                                   method="exact"), 1) / args.trials
-        print(f"{'mlp' if len(shape) == 1 else 'cnn':>6s} {n_blocks:6d} {theory * 1e3:10.0f} {regression * 1e3:13.0f} "
+        print(f"{'mlp' if len(shape) == 1 else 'cnn':>6s} {n_blocks:6d} {theory * 1e3:10.0f} {infinite * 1e3:17.0f} "
+              f"{regression * 1e3:13.0f} "
               f"{sim * 1e3:19.0f} {sim / (theory / 1000):28.0f}")
 
 

@@ -5,7 +5,8 @@ slope of its signals, and its SMP per unit) through a chain, block by block,
 by Monte Carlo: each draw is one network of the init family on one input of
 the input family (the input's parameters drawn as :func:`smpstats.simulate`
 draws them per trial). The moments follow the mean-field rules of
-:mod:`smpstats.mean_field`; the SMP after each block comes from a transfer
+:mod:`smpstats.mean_field`, realised per draw for one network of finite width
+(:class:`smpstats.mean_field.FiniteWidth`); the SMP after each block comes from a transfer
 model: the theory (fast analytic mode) or a fitted model from
 :func:`smpstats.fit` (statistical mode, with parameter and trial-to-trial
 uncertainty, one independent predictive draw per Monte Carlo draw).
@@ -230,6 +231,7 @@ def predict_chain(
     n_points: int = 512,
     init: str = "kaiming",
     propagate: bool = True,
+    finite_width: bool = True,
 ) -> ChainPrediction:
     """Predict the SMP per unit after every stage of a chain, with its predictive distribution.
 
@@ -268,6 +270,15 @@ def predict_chain(
         False chains the per-block models naively, as a baseline: every
         block sees the chain input's moments and the previous block's SMP
         per unit, with neither mean-field moments nor kink multiplicity.
+    finite_width : bool, default=True
+        Each draw is one finite network of the family: after every block with
+        random weights its pooled moments are the realised ones of that
+        network (:class:`smpstats.mean_field.FiniteWidth`: chi-square-like
+        factors from the finite number of weight rows and inputs, and the
+        finite number of units a ReLU averages over), so that they walk
+        randomly with depth as in real networks of finite width. False keeps
+        the deterministic mean-field moments (the infinite-width limit).
+        Stages with given weights are deterministic either way.
 
     Returns
     -------
@@ -278,7 +289,7 @@ def predict_chain(
     from .blocks import build_chain, format_spec
     from .chain_reading import given_weight_columns, read_chain
     from .inputs import as_input_family
-    from .mean_field import propagate_moments
+    from .mean_field import FiniteWidth, propagate_moments
     from .simulation import _default_input_shape, _stage_columns
     from .theory_terms import theory_term_arrays
     from .transfer import TransferModel
@@ -304,6 +315,8 @@ def predict_chain(
         state, length = _input_draws(family, n_draws, rng), float(family.length)
     mu, sigma, sigma_dot, smp = state["mu"], state["sigma"], state["sigma_dot"], state["smp"]
     dt = length / (n_points - 1)
+    width = FiniteWidth.of_inputs(sigma, sigma_dot, length, int(np.prod(chain.input_shape))) \
+        if finite_width and propagate else None
     kinks = KinkState(tuple(chain.input_shape), n_draws)
     kinks.add_new(smp)
     stage_rows, predictive = [], []
@@ -316,6 +329,10 @@ def predict_chain(
         new = terms["theory_new"]
         if propagate:
             new = new * _norm_heterogeneity(prev_cols)
+            out = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot)
+            if width is not None:  # the realised output of this draw's finite network, and its units' new kinks
+                *out, kink_factor = width.step(cols["block"], cols, (mu, sigma, sigma_dot), out, rng, length)
+                new = new * kink_factor
         theory_out = new + terms["theory_carried"]
         if propagate:
             per_unit = terms["theory_carried"]
@@ -335,7 +352,7 @@ def predict_chain(
                            "mu_in": mu.mean(), "sigma_pool_in": sigma.mean(), "sigma_dot_in": sigma_dot.mean()})
         predictive.append(Predictive(smp_out[None, :], kind="theory" if isinstance(model, str) else model.kind))
         if propagate:
-            mu, sigma, sigma_dot = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot)
+            mu, sigma, sigma_dot = out
         smp = smp_out
         prev_spec, prev_cols = cols["block_spec"], cols
     warnings = tuple(getattr(model, "warnings", ()))

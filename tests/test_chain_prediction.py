@@ -181,3 +181,28 @@ def test_theory_on_column_arrays_matches_the_table_version():
     for name in ("theory_new", "theory_carried", "theory"):
         np.testing.assert_array_equal(arrays[name], table[name].to_numpy())
     assert list(arrays["family"]) == list(table["family"])
+
+
+def test_finite_width_draws_are_reproducible_and_spread_with_depth():
+    spec = " | ".join(["linear(out_features=8) | relu"] * 4)
+    a = predict_chain(spec, input_shape=(8,), path=FAMILY, n_draws=400, seed=3)
+    b = predict_chain(spec, input_shape=(8,), path=FAMILY, n_draws=400, seed=3)
+    np.testing.assert_array_equal(a.draws, b.draws)
+    assert not np.array_equal(a.draws, predict_chain(spec, input_shape=(8,), path=FAMILY, n_draws=400, seed=4).draws)
+    infinite = predict_chain(spec, input_shape=(8,), path=FAMILY, n_draws=400, seed=3, finite_width=False)
+    # one input family point: the infinite-width draws do not spread at all, the finite networks do, more with depth
+    assert np.ptp(infinite.draws[-1]) < 1e-9 * infinite.draws[-1].mean()
+    cv = a.draws.std(axis=1)[1:] / a.draws.mean(axis=1)[1:]
+    assert cv[-1] > cv[0] > 0.05
+    assert a.stages["sigma_pool_in"].iloc[-1] < infinite.stages["sigma_pool_in"].iloc[-1]  # E sqrt(q) < sqrt(E q)
+
+
+def test_given_weights_stay_deterministic():
+    from torch import nn
+
+    module = nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU())
+    fixed = SmoothInputs(mu=0.2, sigma=1.0, length_scale=0.2)
+    finite = predict_chain(module, input_shape=(6,), path=fixed, n_draws=50, seed=1)
+    infinite = predict_chain(module, input_shape=(6,), path=fixed, n_draws=50, seed=1, finite_width=False)
+    np.testing.assert_array_equal(finite.draws, infinite.draws)
+    assert np.ptp(finite.draws[-1]) < 1e-9 * finite.draws[-1].mean()
