@@ -99,7 +99,7 @@ def simulated(name: str, n_trials: int) -> pd.DataFrame:
 def predictions(name: str, sim: pd.DataFrame, model) -> dict[str, smpstats.ChainPrediction]:
     spec, shape = ARCHITECTURES[name]
     first = sim[sim["stage"] == 1]
-    common = dict(input_shape=shape, n_points=N_POINTS)
+    common = dict(input_shape=shape)  # the statistical models at their training resolution (the default)
     return {
         "theory": smpstats.predict_chain(spec, path=FAMILY, n_draws=2000, seed=1, **common),
         "regression": smpstats.predict_chain(spec, path=FAMILY, model=model, n_draws=2000, seed=1, **common),

@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import smpstats  # noqa: E402
+from smpstats.default_models import DEFAULT_TRAINING  # noqa: E402
 from smpstats.io import atomic_write, load_samples, save_samples  # noqa: E402
 from smpstats.sbc import plot_sbc_ranks, sbc  # noqa: E402
 from smpstats.theory_terms import theory_terms  # noqa: E402
@@ -65,11 +66,12 @@ def write_table(df: pd.DataFrame, stem: str) -> None:
 
 def samples(split: str, n_trials: int, seed: int) -> pd.DataFrame:
     # the file name carries a digest of the split's configurations: changing them never reuses stale samples
-    path = CACHE / f"{split}_{n_trials}_{seed}_{configs_digest(split)}.parquet"
+    n_points = DEFAULT_TRAINING["n_points"]  # the default models' resolution, for both splits
+    path = CACHE / f"{split}_{n_trials}_{seed}_{n_points}_{configs_digest(split)}.parquet"
     if path.exists():
         return load_samples(path)
     t = time.perf_counter()
-    df = smpstats.block_samples(split=split, n_trials=n_trials, seed=seed, progress=True)
+    df = smpstats.block_samples(split=split, n_trials=n_trials, seed=seed, n_points=n_points, progress=True)
     save_samples(df, path)
     print(f"{split}: {len(df)} rows simulated in {time.perf_counter() - t:.0f} s")
     return df

@@ -228,7 +228,7 @@ def predict_chain(
     model: Any = "theory",
     n_draws: int = 1000,
     seed: int = 0,
-    n_points: int = 512,
+    n_points: int = 2048,
     init: str = "kaiming",
     propagate: bool = True,
     finite_width: bool = True,
@@ -262,8 +262,11 @@ def predict_chain(
         Monte Carlo draws.
     seed : int, default=0
         Seed of the draws.
-    n_points : int, default=512
-        Grid points the statistical models assume (their resolution covariate).
+    n_points : int, default=2048
+        Grid points per path that the statistical models' resolution
+        covariate assumes: the default models were fitted at 2048
+        (:data:`smpstats.default_models.DEFAULT_TRAINING`), where the grid
+        resolves nearly all kinks of single blocks.
     init : {"kaiming", "xavier", "normal"}, default="kaiming"
         Chain-wide weight init family.
     propagate : bool, default=True

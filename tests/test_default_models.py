@@ -13,6 +13,7 @@ def empty_package(tmp_path, monkeypatch):
     monkeypatch.setattr(default_models, "_SHIPPED", tmp_path / "shipped")
     monkeypatch.setenv("SMPSTATS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(default_models.DEFAULT_TRAINING, "n_trials", 8)
+    monkeypatch.setitem(default_models.DEFAULT_TRAINING, "n_points", 256)
     return tmp_path / "cache"
 
 
