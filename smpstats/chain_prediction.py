@@ -6,7 +6,7 @@ by Monte Carlo: each draw is one network of the init family on one input of
 the input family (the input's parameters drawn as :func:`smpstats.simulate`
 draws them per trial). The moments follow the mean-field rules of
 :mod:`smpstats.mean_field`, realised per draw for one network of finite width
-(:class:`smpstats.mean_field.FiniteWidth`); the SMP after each block comes from a transfer
+(:class:`smpstats.finite_width.FiniteWidth`); the SMP after each block comes from a transfer
 model: the theory (fast analytic mode) or a fitted model from
 :func:`smpstats.fit` (statistical mode, with parameter and trial-to-trial
 uncertainty, one independent predictive draw per Monte Carlo draw).
@@ -276,7 +276,7 @@ def predict_chain(
     finite_width : bool, default=True
         Each draw is one finite network of the family: after every block with
         random weights its pooled moments are the realised ones of that
-        network (:class:`smpstats.mean_field.FiniteWidth`: chi-square-like
+        network (:class:`smpstats.finite_width.FiniteWidth`: chi-square-like
         factors from the finite number of weight rows and inputs, and the
         finite number of units a ReLU averages over), so that they walk
         randomly with depth as in real networks of finite width. False keeps
@@ -292,7 +292,8 @@ def predict_chain(
     from .blocks import build_chain, format_spec
     from .chain_reading import given_weight_columns, read_chain
     from .inputs import as_input_family
-    from .mean_field import FiniteWidth, propagate_moments
+    from .finite_width import FiniteWidth
+    from .mean_field import propagate_moments
     from .simulation import _default_input_shape, _stage_columns
     from .theory_terms import theory_term_arrays
     from .transfer import TransferModel

@@ -95,7 +95,7 @@ def test_statistical_stage_draws_follow_the_models_predictive_distribution():
     rows["smp_out"] = theory_terms(rows)["theory"] * rng.gamma(20, 1 / 20, n)
     model = smpstats.fit(rows, kind="regression")
     fixed = SmoothInputs(mu=0.3, sigma=1.0, length_scale=0.15)
-    chain = predict_chain("relu", input_shape=(4,), path=fixed, n_draws=3000, model=model, seed=2)
+    chain = predict_chain("relu", input_shape=(4,), path=fixed, n_draws=3000, model=model, seed=2, n_points=512)
     one = rows.iloc[:1].assign(mu_in=0.3, sigma_in=1.0, sigma_dot_in=1.0 / 0.15, sigma_pool_in=1.0)
     direct = model.predict(one, n_draws=20000, seed=3)
     got = chain.predictive[0]

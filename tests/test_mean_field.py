@@ -1,4 +1,4 @@
-"""Finite-width moment propagation (smpstats.mean_field.FiniteWidth) against random torch layers."""
+"""Finite-width moment propagation (smpstats.finite_width.FiniteWidth) against random torch layers."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,9 @@ import torch
 
 import smpstats
 from smpstats.inputs import SmoothInputs
-from smpstats.mean_field import (FiniteWidth, affine_fluctuation, path_static_share, propagate_moments,
-                                 radial_after_affine, rectifier_units)
+from smpstats.finite_width import (FiniteWidth, affine_fluctuation, path_static_share, radial_after_affine,
+                                   rectifier_units)
+from smpstats.mean_field import propagate_moments
 from smpstats.simulation import _stage_columns
 
 FAMILY = SmoothInputs(mu=0.3, sigma=1.0, length_scale=0.15)
