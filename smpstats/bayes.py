@@ -146,8 +146,14 @@ class _Index:
                    d["config_units"], d["disp_ref"])
 
     def dispersion_covariates(self, design: pd.DataFrame) -> np.ndarray:
-        """:data:`DISPERSION_COVARIATES` less their medians in the fit, shape (n_rows, n_covariates)."""
-        return design[list(DISPERSION_COVARIATES)].to_numpy(float) - np.asarray(self.disp_ref)
+        """:data:`DISPERSION_COVARIATES` less their medians in the fit, shape (n_rows, n_covariates).
+
+        Rows whose theory is 0 (no kinks in, none made: their draws are exact
+        zeros whatever the shape) get 0, not the huge negative ``log_rel`` of
+        a zero theory, which would overflow the shape.
+        """
+        x = design[list(DISPERSION_COVARIATES)].to_numpy(float) - np.asarray(self.disp_ref)
+        return np.where((design["theory"].to_numpy(float) > 0)[:, None], x, 0.0)
 
     def units(self, design: pd.DataFrame) -> np.ndarray:
         """Log unit counts less the fit's median, shape (n_rows,); zeros for a model without the term."""

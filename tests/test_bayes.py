@@ -117,6 +117,13 @@ def test_the_gamma_shape_follows_the_row_covariates():
     x = design["log_rel"].to_numpy() - np.median(design["log_rel"])
     np.testing.assert_allclose(pred.std() / pred.mean(), np.sqrt(np.exp(x) / 400), rtol=0.08)
     assert "shape slope on log_rel" in set(model.to_frame()["parameter"])
+    # a row with theory 0 (no kinks in, none made) predicts exact zeros, not an overflow
+    still = df.iloc[:1].assign(mu_in=100.0, sigma_in=0.5, smp_in=0.0)  # never crosses 0
+    for eta in ((-3.0, 0.0), (3.0, 0.0)):  # a huge or a vanishing shape
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            draws = _model(design, eta=eta).predict(still, n_draws=50, seed=0).draws
+        assert (draws == 0).all()
 
 
 def test_save_load_round_trip_and_damaged_files(tmp_path):
@@ -243,7 +250,7 @@ def test_a_real_fit_learns_how_the_dispersion_scales_with_the_number_of_units():
         shape = 2.0 * n_units * np.exp(rng.normal(0.0, 0.3))  # configs differ beyond their width too
         part["smp_out"] = rng.gamma(shape, design["theory"].to_numpy() * np.exp(rng.normal(0.0, 0.15)) / shape)
         parts.append(part)
-    model = fit(pd.concat(parts, ignore_index=True), kind="bayes", seed=2)
+    model = fit(pd.concat(parts, ignore_index=True), kind="bayes", seed=2, draws=1000, tune=1000)
     # six configurations only: a few divergences may occur here; the chains must agree
     assert model.info["r_hat_max"] <= 1.01, model.summary()
     b = model.idata.posterior["b_units"].values.ravel()
