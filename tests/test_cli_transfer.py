@@ -9,6 +9,7 @@ import pytest
 
 from smpstats.cli import main
 from smpstats.io import load_samples
+from smpstats.training_data import CONFIGS
 
 
 def run(capsys, *argv):
@@ -34,9 +35,10 @@ def test_help_says_what_each_command_does(capsys, command, phrases):
 def test_samples_fit_check_round_trip(capsys, tmp_path):
     train, hold = tmp_path / "train.parquet", tmp_path / "hold.parquet"
     code, out, _ = run(capsys, "samples", "--families", "avgpool", "--trials", "12", "--out", train, "--no-progress")
-    assert code == 0 and "wrote 36 rows" in out
+    n_configs = len(CONFIGS["avgpool"]["train"])
+    assert code == 0 and f"wrote {12 * n_configs} rows" in out
     t = load_samples(train)
-    assert set(t["split"]) == {"train"} and t["source"].nunique() == 3
+    assert set(t["split"]) == {"train"} and t["source"].nunique() == n_configs
     code, _, _ = run(capsys, "samples", "--families", "avgpool", "--split", "holdout", "--trials", "12",
                      "--seed", "1", "--out", hold, "--no-progress")
     assert code == 0
@@ -49,7 +51,7 @@ def test_samples_fit_check_round_trip(capsys, tmp_path):
     doc = json.loads(out)
     assert code == (0 if doc["passed"] else 1)
     fam = {r["family"]: r for r in doc["table"]}
-    assert fam["avgpool"]["n"] == 36
+    assert fam["avgpool"]["n"] == 12 * len(CONFIGS["avgpool"]["holdout"])
     assert 0.0 <= fam["avgpool"]["coverage_90"] <= 1.0
     assert sorted(p.name for p in figs.iterdir()) == ["bands_avgpool.png", "coverage.png", "pit.png"]
 
