@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import DataFileError, InputError
 
 __all__ = ["default_model", "build_default_model", "DEFAULT_TRAINING", "cache_dir", "cached_path"]
 
@@ -96,8 +96,6 @@ def build_default_model(kind: str = "regression", path: str | os.PathLike | None
 def default_model(kind: str = "regression", *, progress: bool = True):
     """The default fitted transfer model of ``kind`` for all standard blocks (shipped, cached or built now)."""
     from .transfer import load_model
-
-    from .errors import DataFileError
 
     kind = _check_kind(kind)
     shipped, cached = _SHIPPED / _FILES[kind], cached_path(kind)

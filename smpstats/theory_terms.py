@@ -132,16 +132,26 @@ def _after_relu(rows: _Rows) -> np.ndarray:
     return np.char.strip(rows.text("prev_block_spec").astype(str)) == "relu"
 
 
+def _relu_kinks(mu, sigma, sigma_dot, length, smp_in):
+    """The Gaussian pre-activations behind ReLU outputs of these moments, and the ReLU's own share of ``smp_in``.
+
+    Returns ``(pre, relu_new)``: ``pre = (mu, sigma, sigma_dot)`` of the
+    pre-activations (:func:`smpstats.theory.relu_preactivation`) and the
+    ReLU's new kinks per unit (Kac-Rice on them, at most ``smp_in``); the
+    rest of ``smp_in`` are older kinks that survived the ReLU.
+    """
+    pre = theory.relu_preactivation(mu, sigma, sigma_dot)
+    return pre, np.minimum(np.asarray(theory.relu_expected_smp(*pre, length), dtype=float), smp_in)
+
+
 def _maxpool_after_relu(k, mu, sigma, sigma_dot, length, smp_in):
     """(new, carried) of max pooling over ReLU outputs, from the pre-activations behind them.
 
-    The ReLU's new kinks (Kac-Rice on the pre-activations) and the older
-    kinks that survived it pass in different shares (see
-    :func:`smpstats.theory.maxpool_after_relu_terms`).
+    The ReLU's new kinks and the older kinks that survived it pass in
+    different shares (see :func:`smpstats.theory.maxpool_after_relu_terms`).
     """
-    pre = theory.relu_preactivation(mu, sigma, sigma_dot)
+    pre, relu_new = _relu_kinks(mu, sigma, sigma_dot, length, smp_in)
     new, pass_new, pass_old = theory.maxpool_after_relu_terms(k, *pre, length)
-    relu_new = np.minimum(np.asarray(theory.relu_expected_smp(*pre, length), dtype=float), smp_in)
     return new, pass_new * relu_new + pass_old * (smp_in - relu_new)
 
 
@@ -151,11 +161,8 @@ def _smooth_after_relu(name, beta, mu, sigma, sigma_dot, length, smp_in):
     The ReLU's own kinks sit where its output is 0, so ``g`` scales them by
     ``|g'(0)|``; the older kinks that survived the ReLU sit where its
     Gaussian pre-activation ``X`` is positive, gain ``E[|g'(X)| | X > 0]``.
-    The ReLU's share comes from Kac-Rice on the pre-activations, recovered
-    from the ReLU outputs' moments.
     """
-    pre = theory.relu_preactivation(mu, sigma, sigma_dot)
-    relu_new = np.minimum(np.asarray(theory.relu_expected_smp(*pre, length), dtype=float), smp_in)
+    pre, relu_new = _relu_kinks(mu, sigma, sigma_dot, length, smp_in)
     at_zero = float(theory.smooth_activation_gain(name, 0.0, 0.0, beta=beta))
     survivors = np.asarray(theory.smooth_activation_gain(name, pre[0], pre[1], beta=beta, positive=True), dtype=float)
     return at_zero * relu_new + survivors * (smp_in - relu_new)

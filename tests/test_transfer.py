@@ -13,7 +13,7 @@ from smpstats import theory
 from smpstats.checks import check
 from smpstats.errors import DataFileError, InputError
 from smpstats.predictive import Predictive, crps_from_draws
-from smpstats.regression import RegressionTransfer, _design_matrix
+from smpstats.regression import RegressionTransfer, _design_matrix, _dispersion_glm
 from smpstats.theory_terms import theory_terms
 from smpstats.transfer import TheoryTransfer, fit, load_model
 from smpstats.transfer_data import design_frame
@@ -145,6 +145,17 @@ def test_theory_terms_errors():
         theory_terms(df)
     with pytest.raises(InputError, match="No transfer theory for block 'dropout'"):
         theory_terms(_rows("dropout", 1, rng))
+
+
+def test_the_dispersion_glm_recovers_known_coefficients_from_squared_residuals():
+    """d2 = phi * chi2_1 with log phi = X gamma: heavy-tailed, with strong covariates (where IRLS can fail)."""
+    rng = np.random.default_rng(8)
+    n = 6000
+    X = np.column_stack([np.ones(n), rng.uniform(0, 1, n), rng.normal(2, 0.5, n), rng.integers(0, 2, n)])
+    gamma = np.array([1.1, 0.8, -1.6, 2.2])
+    offset = rng.normal(0, 0.3, n)
+    d2 = np.maximum(np.exp(X @ gamma + offset) * rng.chisquare(1, n), 1e-12)
+    np.testing.assert_allclose(_dispersion_glm(d2, X, offset), gamma, atol=0.15)
 
 
 def test_design_frame_configs_follow_the_previous_stage():
