@@ -132,6 +132,21 @@ def _after_relu(rows: _Rows) -> np.ndarray:
     return np.char.strip(rows.text("prev_block_spec").astype(str)) == "relu"
 
 
+def _prev_maxpool_window(rows: _Rows) -> np.ndarray:
+    """Inputs per window of a max pooling right before each row's block (``prev_block_spec``), NaN otherwise."""
+    from .blocks import parse_spec
+
+    prev = np.char.strip(rows.text("prev_block_spec").astype(str))
+    out = np.full(prev.shape, math.nan)
+    for text in np.unique(prev):
+        if not text.startswith("maxpool"):
+            continue
+        (block,) = parse_spec(text)
+        size = block.resolved()["kernel_size"]
+        out[prev == text] = np.prod(size if isinstance(size, tuple) else (size,) * int(block.name[-2]))
+    return out
+
+
 def _relu_kinks(mu, sigma, sigma_dot, length, smp_in):
     """The Gaussian pre-activations behind ReLU outputs of these moments, and the ReLU's own share of ``smp_in``.
 
@@ -166,6 +181,21 @@ def _smooth_after_relu(name, beta, mu, sigma, sigma_dot, length, smp_in):
     at_zero = float(theory.smooth_activation_gain(name, 0.0, 0.0, beta=beta))
     survivors = np.asarray(theory.smooth_activation_gain(name, pre[0], pre[1], beta=beta, positive=True), dtype=float)
     return at_zero * relu_new + survivors * (smp_in - relu_new)
+
+
+def _smooth_after_maxpool(name, beta, k, mu, sigma, sigma_dot, length, smp_in):
+    """Carried SMP of a smooth activation ``g`` right after max pooling over ``k`` i.i.d. Gaussian inputs.
+
+    The pooling's switching kinks sit where two inputs tie, its carried ones
+    at the maximum; each kind gets its own gain
+    (:func:`smpstats.theory.smooth_after_max_gains`), with the pooled inputs'
+    moments recovered from the max's.
+    """
+    pre_mu, pre_sigma = theory.max_input_moments(k, mu, sigma)
+    switches = np.minimum(np.asarray(theory.maxpool_expected_smp(k, pre_mu, np.maximum(pre_sigma, 1e-300),
+                                                                 sigma_dot, length), dtype=float), smp_in)
+    switch_gain, max_gain = theory.smooth_after_max_gains(name, k, pre_mu, pre_sigma, beta=beta)
+    return switch_gain * switches + max_gain * (smp_in - switches)
 
 
 def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
@@ -266,6 +296,7 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
         carried[m] = gain[m] * smp_in[m]
     betas = table.num("beta", 1.0)
     approx = table.text("approximate", "none")
+    pooled_before = _prev_maxpool_window(table)
     for act in ("gelu", "silu", "softplus", "tanh"):
         for beta in np.unique(np.nan_to_num(betas[is_block(act)], nan=1.0)):
             for tanh_form in (False, True):
@@ -274,10 +305,14 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
                     name = "gelu_tanh" if (act == "gelu" and tanh_form) else act
                     carried[m] = np.asarray(theory.smooth_activation_expected_smp(
                         name, mu[m], sig[m], smp_in[m], beta=float(beta)), dtype=float)
-                    m &= _after_relu(table) & (mu > 0)
-                    if m.any():
-                        carried[m] = _smooth_after_relu(name, float(beta), mu[m], sig[m], sdot[m], length[m],
-                                                        smp_in[m])
+                    r = m & _after_relu(table) & (mu > 0)
+                    if r.any():
+                        carried[r] = _smooth_after_relu(name, float(beta), mu[r], sig[r], sdot[r], length[r],
+                                                        smp_in[r])
+                    p = m & np.isfinite(pooled_before)
+                    if p.any():
+                        carried[p] = _smooth_after_maxpool(name, float(beta), pooled_before[p].astype(int), mu[p],
+                                                           sig[p], sdot[p], length[p], smp_in[p])
     if np.isnan(carried).any():
         raise InputError(f"theory_terms: missing block parameters for rows of {sorted(set(blocks[np.isnan(carried)]))}.")
     return {"family": families, "theory_new": new, "theory_carried": carried, "theory": new + carried}

@@ -488,6 +488,32 @@ def test_smooth_activation_gain_matches_quadrature(name, mu, sigma):
     assert th.smooth_activation_gain(name, mu, sigma, positive=True) == pytest.approx(want_pos, rel=1e-6)
 
 
+@pytest.mark.parametrize("name", ["gelu", "silu", "tanh", "softplus"])
+@pytest.mark.parametrize("k, mu, sigma", [(2, 0.0, 1.0), (3, -0.7, 2.0), (4, 0.4, 0.5)])
+def test_smooth_after_max_gains_match_quadrature_over_where_the_kinks_sit(name, k, mu, sigma):
+    """Switch kinks at V ~ N(mu, sigma^2/2) weighted by Phi^(k-2); carried ones at the max (density k phi Phi^(k-1))."""
+    f = _DERIV[name]
+    z_pts = [(p - mu) / sigma for p in (-1.2785, -0.7518)]
+
+    def mean_over(weight, scale):
+        num = integrate.quad(lambda z: abs(f(mu + scale * z)) * weight(z), -12, 12, points=z_pts, limit=400)[0]
+        return num / integrate.quad(weight, -12, 12, limit=400)[0]
+
+    switch = mean_over(lambda z: special.ndtr(z / math.sqrt(2)) ** (k - 2) * math.exp(-z * z / 2), sigma / math.sqrt(2))
+    carried = mean_over(lambda z: k * special.ndtr(z) ** (k - 1) * math.exp(-z * z / 2), sigma)
+    got = th.smooth_after_max_gains(name, k, mu, sigma)
+    np.testing.assert_allclose(got, [switch, carried], rtol=2e-4)
+    # one input: no switching, and the max is the input itself
+    assert th.smooth_after_max_gains(name, 1, mu, sigma)[1] == pytest.approx(
+        th.smooth_activation_gain(name, mu, sigma), rel=2e-4)
+
+
+def test_max_input_moments_invert_max_output_moments():
+    k, mu, sigma = np.array([1, 2, 4, 9]), np.array([0.3, -1.0, 2.0, 0.0]), np.array([1.7, 0.2, 3.0, 0.0])
+    out = th.max_output_moments(k, mu, sigma)
+    np.testing.assert_allclose(th.max_input_moments(k, out[0], out[1]), (mu, sigma), atol=1e-12)
+
+
 def test_smooth_activation_gain_limits():
     # sigma = 0: |g'(mu)|; gelu_tanh close to gelu; softplus beta rescales.
     np.testing.assert_allclose(th.smooth_activation_gain("tanh", [0.0, 1.0], 0.0), [1.0, 1 - math.tanh(1.0) ** 2])

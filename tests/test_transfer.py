@@ -133,6 +133,16 @@ def test_smooth_activation_after_relu_scales_the_relus_kinks_by_the_slope_at_zer
         assert abs(act["smp_out"].mean() / generic - 1) > 0.15
 
 
+@pytest.mark.parametrize("spec", ["maxpool1d(kernel_size=2) | gelu", "maxpool1d(kernel_size=3) | silu"])
+def test_smooth_activation_after_max_pooling_weights_switches_where_two_inputs_tie(spec):
+    """gelu(max): switching kinks sit where two inputs tie, below the max's typical value, where gelu' is smaller."""
+    df = smpstats.simulate(spec, n_trials=30, seed=7, input_shape=(8, 64), path="smooth", n_points=2048)
+    act = df[df["stage"] == 2].assign(prev_block_spec=spec.split(" | ")[0])
+    assert act["smp_out"].mean() / theory_terms(act)["theory"].mean() - 1 == pytest.approx(0.0, abs=0.04)
+    generic = theory_terms(act.assign(prev_block_spec=""))["theory"].mean()  # E|g'| at the max's own moments
+    assert act["smp_out"].mean() / generic - 1 < -0.15
+
+
 def test_theory_terms_errors():
     with pytest.raises(InputError, match="DataFrame"):
         theory_terms({"block": ["relu"]})
