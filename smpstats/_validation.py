@@ -14,6 +14,7 @@ __all__ = [
     "check_step",
     "step_from_times",
     "check_int",
+    "check_bool",
     "check_real",
     "check_choice",
 ]
@@ -162,3 +163,10 @@ def _range_text(minimum, maximum, strict_minimum: bool = False) -> str:
     if maximum is not None:
         return f" <= {maximum}"
     return ""
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` as a bool; anything but True or False (numpy's included) is an InputError."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InputError(f"{name} must be True or False; got {value!r}.")

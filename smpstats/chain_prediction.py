@@ -17,8 +17,9 @@ blocks (``model="regression"`` or ``"bayes"``).
 
 A torch module (an ``nn.Sequential`` or a plain-chain ``forward``) is read
 by :func:`smpstats.chain_reading.read_chain`; its weights are given, not
-drawn, and the moments and carried SMP use their statistics
-(:func:`smpstats.chain_reading.given_weight_columns`).
+drawn: the moments come from points of the input family pushed through it
+(:mod:`smpstats.sampled_moments`) and the carried SMP uses the weights'
+statistics (:func:`smpstats.chain_reading.given_weight_columns`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._validation import check_int
+from ._validation import check_bool, check_int
 from .errors import InputError
 from .kink_state import KinkState
 from .predictive import Predictive
@@ -232,6 +233,7 @@ def predict_chain(
     init: str = "kaiming",
     propagate: bool = True,
     finite_width: bool = True,
+    sample_moments: bool = True,
 ) -> ChainPrediction:
     """Predict the SMP per unit after every stage of a chain, with its predictive distribution.
 
@@ -282,6 +284,14 @@ def predict_chain(
         randomly with depth as in real networks of finite width. False keeps
         the deterministic mean-field moments (the infinite-width limit).
         Stages with given weights are deterministic either way.
+    sample_moments : bool, default=True
+        For a module with given weights: each stage's moments from points of
+        the input family pushed through the module
+        (:func:`smpstats.sampled_moments.sampled_stage_moments`: exact up to
+        Monte Carlo error, whatever the units' correlations and means).
+        False applies the mean-field rules to the weights' statistics
+        (faster for large layers, but they assume independent units, which
+        trained networks are not). Ignored for chain specs.
 
     Returns
     -------
@@ -294,12 +304,15 @@ def predict_chain(
     from .inputs import as_input_family
     from .finite_width import FiniteWidth
     from .mean_field import propagate_moments
+    from .sampled_moments import sampled_stage_moments
     from .simulation import _default_input_shape, _stage_columns
     from .theory_terms import theory_term_arrays
     from .transfer import TransferModel
 
     n_draws = check_int(n_draws, "n_draws", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
+    propagate, finite_width, sample_moments = (check_bool(v, name) for v, name in (
+        (propagate, "propagate"), (finite_width, "finite_width"), (sample_moments, "sample_moments")))
     if isinstance(model, str) and model in ("regression", "bayes"):
         from .default_models import default_model
 
@@ -309,7 +322,8 @@ def predict_chain(
             f"model must be 'theory', 'regression', 'bayes' or a fitted TransferModel (smpstats.fit); got {model!r}.")
     if input_shape is None:
         input_shape = _default_input_shape(spec)
-    chain = read_chain(spec, input_shape) if isinstance(spec, nn.Module) else build_chain(spec, input_shape, init=init)
+    given = isinstance(spec, nn.Module)
+    chain = read_chain(spec, input_shape) if given else build_chain(spec, input_shape, init=init)
     rng = np.random.default_rng(seed)
     if isinstance(path, pd.DataFrame):
         state, length = _given_inputs(path)
@@ -319,21 +333,24 @@ def predict_chain(
         state, length = _input_draws(family, n_draws, rng), float(family.length)
     mu, sigma, sigma_dot, smp = state["mu"], state["sigma"], state["sigma_dot"], state["smp"]
     dt = length / (n_points - 1)
+    # given weights: every stage's moments from points of the input family pushed through the module
+    sampled = sampled_stage_moments(chain, mu, sigma, sigma_dot, seed=seed) \
+        if given and propagate and sample_moments else None
     width = FiniteWidth.of_inputs(sigma, sigma_dot, length, int(np.prod(chain.input_shape))) \
-        if finite_width and propagate else None
+        if finite_width and propagate and not given else None
     kinks = KinkState(tuple(chain.input_shape), n_draws)
     kinks.add_new(smp)
     stage_rows, predictive = [], []
     prev_spec, prev_cols = "", None
     stage_columns = [{**c, **g} for c, g in zip(_stage_columns(chain), given_weight_columns(chain))]
-    for cols in stage_columns:
+    for k, cols in enumerate(stage_columns, start=1):
         rows = {**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma, "sigma_dot_in": sigma_dot,
                 "smp_in": smp, "path_length": length, "dt": dt, "prev_block_spec": prev_spec}
         terms = theory_term_arrays(rows, n_draws)
         new = terms["theory_new"]
         if propagate:
             new = new * _norm_heterogeneity(prev_cols)
-            out = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot)
+            out = sampled[k] if sampled is not None else propagate_moments(cols["block"], cols, mu, sigma, sigma_dot)
             if width is not None:  # the realised output of this draw's finite network, and its units' new kinks
                 *out, kink_factor = width.step(cols["block"], cols, (mu, sigma, sigma_dot), out, rng, length)
                 new = new * kink_factor

@@ -64,7 +64,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from ._pltrace import PLTracer
-from ._validation import check_int, check_real
+from ._validation import check_bool, check_int, check_real
 from .errors import (
     ExactSMPError,
     InputError,
@@ -605,12 +605,6 @@ class _StopWalk(Exception):
 # ---------------------------------------------------------------------------
 
 
-def _check_bool(value: Any, name: str) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    raise InputError(f"{name} must be True or False; got {value!r}.")
-
-
 def exact_smp(
     model: Any,
     start: Any,
@@ -720,7 +714,7 @@ def exact_smp(
             batched = False
             logger.info("exact_smp: batched not given; treating start and end as one segment of shape %s "
                         "(pass batched=True for a leading axis of segments).", start_a.shape)
-    batched = _check_bool(batched, "batched")
+    batched = check_bool(batched, "batched")
     if batched and start_a.ndim == 0:
         raise InputError("batched=True needs start and end of shape (n_segments, *input_shape); got scalars.")
     if chain_shape is not None:

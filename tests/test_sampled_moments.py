@@ -1,0 +1,83 @@
+"""Layer moments of given-weight networks by Monte Carlo over input points, and what they fix in predictions."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import smpstats
+from smpstats import sampled_moments
+from smpstats.chain_reading import read_chain
+from smpstats.chain_prediction import predict_chain
+from smpstats.errors import InputError
+from smpstats.inputs import SmoothInputs
+from smpstats.sampled_moments import sampled_stage_moments
+
+
+def _module(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Linear(12, 7), nn.ReLU())
+
+
+def test_first_linear_layer_moments_are_exact():
+    """y = W x + b, x ~ N(mu, s^2) i.i.d.: unit means W 1 mu + b, variances s^2 |w_i|^2, slopes sd^2 |w_i|^2."""
+    module = _module()
+    chain = read_chain(module, (5,))
+    mu, sigma, sd = np.array([0.3, -1.0]), np.array([1.2, 0.4]), np.array([5.0, 2.0])
+    got = sampled_stage_moments(chain, mu, sigma, sd, n_samples=64)
+    W, b = module[0].weight.detach().double().numpy(), module[0].bias.detach().double().numpy()
+    means = W.sum(1)[None] * mu[:, None] + b  # (draws, units)
+    var = sigma[:, None] ** 2 * (W**2).sum(1)[None]
+    pooled_mean = means.mean(1)
+    pooled_std = np.sqrt(var.mean(1) + means.var(1))
+    rms_slope = sd * np.sqrt((W**2).sum(1).mean())
+    np.testing.assert_allclose(got[0], [mu, sigma, sd], rtol=1e-12)  # the (standardised) input points
+    np.testing.assert_allclose(got[1], [pooled_mean, pooled_std, rms_slope], rtol=2e-2, atol=1e-12)
+
+
+def test_relu_moments_match_a_large_monte_carlo_and_are_reproducible(monkeypatch):
+    module = _module(1)
+    chain = read_chain(module, (5,))
+    args = (np.array([0.2, 0.2, 0.5]), np.array([1.0, 1.0, 0.7]), np.array([3.0, 3.0, 6.0]))
+    got = sampled_stage_moments(chain, *args, n_samples=512, seed=3)
+    # equal input parameters give equal moments (common random numbers), whatever the chunking (to rounding)
+    np.testing.assert_array_equal(got[:, :, 0], got[:, :, 1])
+    monkeypatch.setattr(sampled_moments, "_CHUNK_VALUES", 5 * 512)  # one draw per chunk
+    np.testing.assert_allclose(sampled_stage_moments(chain, *args, n_samples=512, seed=3), got, rtol=1e-12)
+    # against 400k independent points through the torch module (values and finite-difference slopes)
+    rng = np.random.default_rng(9)
+    x = torch.from_numpy(rng.normal(0.5, 0.7, (400000, 5)))
+    v = torch.from_numpy(rng.normal(0.0, 6.0, (400000, 5)))
+    m = module.double()
+    with torch.no_grad():
+        y, eps = m(x), 1e-7
+        slope = (m(x + eps * v) - m(x - eps * v)) / (2 * eps)
+    want = [y.mean().item(), y.std().item(), slope.pow(2).mean().sqrt().item()]
+    np.testing.assert_allclose(got[4, :, 2], want, rtol=0.05)
+
+
+def test_correlated_units_break_mean_field_but_not_the_sampled_moments():
+    """Twelve copies of one ReLU unit into same-sign sums: mean field (independent units) misses the variance."""
+    torch.manual_seed(2)
+    first = nn.Linear(4, 12)
+    with torch.no_grad():
+        first.weight.copy_(first.weight[:1].repeat(12, 1))
+        first.bias.zero_()
+    second = nn.Linear(12, 6)
+    with torch.no_grad():
+        second.weight.copy_(second.weight.abs())
+    module = nn.Sequential(first, nn.ReLU(), second, nn.ReLU())
+    # a path of 50 length scales: its time averages are close to the ensemble moments that the prediction gives
+    family = SmoothInputs(mu=0.0, sigma=1.0, length_scale=0.02)
+    sim = smpstats.simulate(module, n_trials=20, seed=4, input_shape=(4,), path=family, n_points=1025,
+                            method="exact")
+    true = sim[sim["stage"] == 4][["sigma_pool_in", "sigma_dot_in"]].mean().to_numpy()
+    sampled = predict_chain(module, input_shape=(4,), path=family, n_draws=20).stages
+    mean_field = predict_chain(module, input_shape=(4,), path=family, n_draws=20, sample_moments=False).stages
+    np.testing.assert_allclose(sampled[["sigma_pool_in", "sigma_dot_in"]].iloc[3], true, rtol=0.1)
+    assert (mean_field[["sigma_pool_in", "sigma_dot_in"]].iloc[3].to_numpy() < 0.7 * true).all()
+
+
+def test_sample_moments_must_be_a_bool():
+    with pytest.raises(InputError, match="sample_moments must be True or False"):
+        predict_chain(_module(), input_shape=(5,), n_draws=5, sample_moments="yes")
