@@ -14,7 +14,10 @@ batch norm):
 3. CRPS of the full statistical prediction (default regression models,
    propagated state) better than two baselines: theory only (no uncertainty
    model) and per-block regression chained without the propagated state.
-4. Where predictions break: very narrow layers, deep max-pool stacks.
+4. Where predictions break: very narrow layers, deep max-pool stacks, and
+   trained weights (a ReLU MLP and a small CNN trained here; their
+   moments from points pushed through the network against mean-field
+   moments that assume independent units).
 
 The predictions use the finite-width moments (``finite_width=True``, the
 default of :func:`smpstats.predict_chain`: each Monte Carlo draw realises
@@ -26,8 +29,9 @@ of every unit of every stage (no grid detection limit).
 
 Writes into ``analyses/results/chain_predictions/``: ``by_stage.csv/.md``
 (every architecture, stage and method), ``coverage_by_depth.csv/.md``,
-``crps.csv/.md``, ``means.md`` and one figure per architecture
-``chain_<name>.png`` (intervals and simulated networks per stage).
+``crps.csv/.md``, ``means.md``, ``trained.csv/.md`` (the trained networks)
+and one figure per architecture ``chain_<name>.png`` (intervals and
+simulated networks per stage).
 
 Run: ``python analyses/chain_predictions.py [--trials 200]`` (about ten
 minutes on two cores; the simulations are cached in the results folder's
@@ -37,6 +41,7 @@ minutes on two cores; the simulations are cached in the results folder's
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
 from pathlib import Path
 
@@ -76,6 +81,34 @@ ARCHITECTURES = {
 }
 
 
+#: Networks with trained weights: name -> (input shape, builder). Each is trained here, deterministically
+#: (seeded, 200 Adam steps), to regress a smooth random function of its input.
+TRAINED = {
+    "trained_mlp": ((8,), lambda: torch.nn.Sequential(
+        torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
+        torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))),
+    "trained_cnn1d": ((2, 32), lambda: torch.nn.Sequential(
+        torch.nn.Conv1d(2, 8, 3), torch.nn.ReLU(), torch.nn.Conv1d(8, 8, 3), torch.nn.ReLU(),
+        torch.nn.MaxPool1d(2), torch.nn.Flatten(), torch.nn.Linear(8 * 14, 1))),
+}
+
+
+def trained_network(name: str) -> torch.nn.Module:
+    shape, build = TRAINED[name]
+    torch.manual_seed(0)
+    net = build()
+    proj = torch.randn(int(np.prod(shape)), 4)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(200):
+        x = torch.randn(256, *shape)
+        target = torch.sin(x.flatten(1) @ proj).sum(1, keepdim=True)
+        loss = ((net(x) - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
 def write_table(df: pd.DataFrame, stem: str) -> None:
     with atomic_write(OUT / f"{stem}.csv") as fh:
         fh.write(df.to_csv(index=False).encode())
@@ -83,9 +116,13 @@ def write_table(df: pd.DataFrame, stem: str) -> None:
         fh.write(df.to_markdown(index=False, floatfmt=".3g").encode())
 
 
-def simulated(name: str, n_trials: int) -> pd.DataFrame:
-    spec, shape = ARCHITECTURES[name]
-    path = CACHE / f"{name}_{n_trials}.parquet"
+def simulated(name: str, n_trials: int, module: torch.nn.Module | None = None) -> pd.DataFrame:
+    spec, shape = (module, TRAINED[name][0]) if module is not None else ARCHITECTURES[name]
+    tag = ""
+    if module is not None:  # the cache is named by the weights
+        weights = b"".join(p.detach().numpy().tobytes() for p in module.parameters())
+        tag = "_" + hashlib.sha256(weights).hexdigest()[:10]
+    path = CACHE / f"{name}_{n_trials}{tag}.parquet"
     if path.exists():
         return load_samples(path)
     t0 = time.perf_counter()
@@ -107,6 +144,36 @@ def predictions(name: str, sim: pd.DataFrame, model) -> dict[str, smpstats.Chain
                                                        propagate=False, **common),
         "theory, matched inputs": smpstats.predict_chain(spec, path=first, **common),
     }
+
+
+def trained_weights(n_trials: int, model) -> pd.DataFrame:
+    """Given (trained) weights: moments from points pushed through the module against mean-field moments."""
+    tables = []
+    for name, (shape, _) in TRAINED.items():
+        print(name)
+        net = trained_network(name)
+        sim = simulated(name, n_trials, module=net)
+        first = sim[sim["stage"] == 1]
+        preds = {"theory, sampled moments": smpstats.predict_chain(net, input_shape=shape, path=first),
+                 "theory, mean-field moments": smpstats.predict_chain(net, input_shape=shape, path=first,
+                                                                      sample_module=False),
+                 "regression, sampled moments": smpstats.predict_chain(net, input_shape=shape, path=first,
+                                                                       model=model)}
+        for method, pred in preds.items():
+            tab = pred.check(sim)
+            tab.insert(0, "method", method)
+            tab.insert(0, "network", name)
+            tables.append(tab)
+        fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.5 * len(sim["stage"].unique()) + 3), 4.2), sharey=True)
+        plot_chain_prediction(preds["theory, sampled moments"], sim, ax=axes[0])
+        plot_chain_prediction(preds["theory, mean-field moments"], sim, ax=axes[1])
+        axes[0].set_title(f"{name}: theory, moments from points through the network", fontsize=9)
+        axes[1].set_title(f"{name}: theory, mean-field moments (independent units)", fontsize=9)
+        fig.tight_layout()
+        save_figure(fig, OUT / f"chain_{name}.png")
+        plt.close(fig)
+    out = pd.concat(tables, ignore_index=True)
+    return out[out["simulated"] > 0].reset_index(drop=True)
 
 
 def main() -> None:
@@ -134,6 +201,7 @@ def main() -> None:
         fig.tight_layout()
         save_figure(fig, OUT / f"chain_{name}.png")
         plt.close(fig)
+    write_table(trained_weights(args.trials, model), "trained")
     by_stage = pd.concat(tables, ignore_index=True)
     by_stage = by_stage[by_stage["simulated"] > 0].reset_index(drop=True)  # stages before the first kink
     write_table(by_stage, "by_stage")

@@ -233,7 +233,7 @@ def predict_chain(
     init: str = "kaiming",
     propagate: bool = True,
     finite_width: bool = True,
-    sample_moments: bool = True,
+    sample_module: bool = True,
 ) -> ChainPrediction:
     """Predict the SMP per unit after every stage of a chain, with its predictive distribution.
 
@@ -284,14 +284,17 @@ def predict_chain(
         randomly with depth as in real networks of finite width. False keeps
         the deterministic mean-field moments (the infinite-width limit).
         Stages with given weights are deterministic either way.
-    sample_moments : bool, default=True
-        For a module with given weights: each stage's moments from points of
-        the input family pushed through the module
-        (:func:`smpstats.sampled_moments.sampled_stage_moments`: exact up to
-        Monte Carlo error, whatever the units' correlations and means).
-        False applies the mean-field rules to the weights' statistics
-        (faster for large layers, but they assume independent units, which
-        trained networks are not). Ignored for chain specs.
+    sample_module : bool, default=True
+        For a module with given weights: push points of the input family
+        through the module for each stage's moments
+        (:func:`smpstats.sampled_moments.sampled_stage_moments`) and for how
+        its Jacobians carry the kinks born in each unit
+        (:func:`smpstats.kink_transport.given_weight_smp`): exact up to
+        Monte Carlo error whatever the units' correlations, means and
+        weight signs. False applies the mean-field moments and the
+        random-sign kink rules to the weights' statistics (faster for large
+        layers; they assume independent units and random signs, which
+        trained networks do not have). Ignored for chain specs.
 
     Returns
     -------
@@ -304,6 +307,7 @@ def predict_chain(
     from .inputs import as_input_family
     from .finite_width import FiniteWidth
     from .mean_field import propagate_moments
+    from .kink_transport import given_weight_smp
     from .sampled_moments import sampled_stage_moments
     from .simulation import _default_input_shape, _stage_columns
     from .theory_terms import theory_term_arrays
@@ -311,8 +315,8 @@ def predict_chain(
 
     n_draws = check_int(n_draws, "n_draws", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
-    propagate, finite_width, sample_moments = (check_bool(v, name) for v, name in (
-        (propagate, "propagate"), (finite_width, "finite_width"), (sample_moments, "sample_moments")))
+    propagate, finite_width, sample_module = (check_bool(v, name) for v, name in (
+        (propagate, "propagate"), (finite_width, "finite_width"), (sample_module, "sample_module")))
     if isinstance(model, str) and model in ("regression", "bayes"):
         from .default_models import default_model
 
@@ -334,8 +338,10 @@ def predict_chain(
     mu, sigma, sigma_dot, smp = state["mu"], state["sigma"], state["sigma_dot"], state["smp"]
     dt = length / (n_points - 1)
     # given weights: every stage's moments from points of the input family pushed through the module
-    sampled = sampled_stage_moments(chain, mu, sigma, sigma_dot, seed=seed) \
-        if given and propagate and sample_moments else None
+    sampled = transported = None
+    if given and propagate and sample_module:
+        sampled = sampled_stage_moments(chain, mu, sigma, sigma_dot, seed=seed)
+        transported = given_weight_smp(chain, mu, sigma, sigma_dot, smp, length, seed=seed)
     width = FiniteWidth.of_inputs(sigma, sigma_dot, length, int(np.prod(chain.input_shape))) \
         if finite_width and propagate and not given else None
     kinks = KinkState(tuple(chain.input_shape), n_draws)
@@ -358,6 +364,12 @@ def predict_chain(
         if propagate:
             per_unit = terms["theory_carried"]
             carried = _move_kinks(kinks, cols, rows, per_unit)
+            if transported is not None:  # given weights: kinks by birth unit, carried by the module's Jacobians
+                new = transported.new[k - 1]
+                before = transported.total[k - 2] if k > 1 else state["smp"]
+                # carried in proportion to this draw's input SMP (a statistical model's draw, or the theory's)
+                carried = (transported.total[k - 1] - new) * np.divide(smp, before, out=np.ones_like(smp),
+                                                                       where=before > 0)
             theory_out = new + carried
             # the input SMP for which the per-unit rules of the statistical models give the carried SMP
             rows["smp_in"] = np.divide(carried * smp, per_unit, out=np.zeros_like(smp), where=per_unit > 0)

@@ -25,7 +25,7 @@ import torch
 from ._validation import check_int
 from .blocks import Chain
 
-__all__ = ["sampled_stage_moments"]
+__all__ = ["sampled_stage_moments", "standard_points"]
 
 #: Input values pushed through the network together (memory: a few times this, in float64, per layer).
 _CHUNK_VALUES = 2**22
@@ -63,7 +63,7 @@ def sampled_stage_moments(chain: Chain, mu: np.ndarray, sigma: np.ndarray, sigma
     # common random numbers: every draw scales the same standard points, so that its moments are a smooth
     # function of its input parameters (equal parameters, equal moments) and the chunking changes nothing
     rng = np.random.default_rng(seed)
-    z = np.stack([_standard_points(rng, n_samples, chain.input_shape) for _ in range(2)])
+    z = np.stack([standard_points(rng, n_samples, chain.input_shape) for _ in range(2)])
     out = np.empty((len(chain) + 1, 3, n_draws))
     per_chunk = max(1, _CHUNK_VALUES // z[0].size)
     column = (-1,) + (1,) * z[0].ndim  # one value per draw, against the points' axes
@@ -80,7 +80,7 @@ def sampled_stage_moments(chain: Chain, mu: np.ndarray, sigma: np.ndarray, sigma
     return out
 
 
-def _standard_points(rng: np.random.Generator, n: int, shape: tuple[int, ...]) -> np.ndarray:
+def standard_points(rng: np.random.Generator, n: int, shape: tuple[int, ...]) -> np.ndarray:
     """``n`` standard normal points of ``shape`` whose sample moments are exact.
 
     Each element has sample mean 0 and std 1; with at least 4 points per

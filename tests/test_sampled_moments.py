@@ -73,11 +73,11 @@ def test_correlated_units_break_mean_field_but_not_the_sampled_moments():
                             method="exact")
     true = sim[sim["stage"] == 4][["sigma_pool_in", "sigma_dot_in"]].mean().to_numpy()
     sampled = predict_chain(module, input_shape=(4,), path=family, n_draws=20).stages
-    mean_field = predict_chain(module, input_shape=(4,), path=family, n_draws=20, sample_moments=False).stages
+    mean_field = predict_chain(module, input_shape=(4,), path=family, n_draws=20, sample_module=False).stages
     np.testing.assert_allclose(sampled[["sigma_pool_in", "sigma_dot_in"]].iloc[3], true, rtol=0.1)
     assert (mean_field[["sigma_pool_in", "sigma_dot_in"]].iloc[3].to_numpy() < 0.7 * true).all()
 
 
-def test_sample_moments_must_be_a_bool():
-    with pytest.raises(InputError, match="sample_moments must be True or False"):
-        predict_chain(_module(), input_shape=(5,), n_draws=5, sample_moments="yes")
+def test_sample_module_must_be_a_bool():
+    with pytest.raises(InputError, match="sample_module must be True or False"):
+        predict_chain(_module(), input_shape=(5,), n_draws=5, sample_module="yes")

@@ -1,0 +1,205 @@
+r"""SMP of a network with given weights: kinks counted where they are born, carried by the network's Jacobians.
+
+For random weights :class:`smpstats.kink_state.KinkState` treats the
+signs of the paths by which a kink reaches later units as random, so that
+they partly cancel. Given (e.g. trained) weights have no random signs: in
+a trained ReLU MLP the kinks reach the output nearly without cancelling,
+and the random-sign rule predicts 0.4 of the output's SMP. For given
+weights the transport can be computed instead.
+
+A kink born at stage ``s`` in unit ``u`` (a ReLU unit crossing 0, a max-pool
+switch) at time ``t`` is a jump ``|a_u'(t)| e_u`` of the stage's output
+slopes; at a later stage ``k`` it is ``J_{s->k}(x(t)) e_u |a_u'(t)|``, with
+``J`` the Jacobian of stages ``s+1..k`` (the ReLU masks and max-pool
+selections of that time). With ``N_u`` the SMP unit ``u`` is born with
+(Kac-Rice on its own moments) and the Jacobian independent of the slope,
+
+.. math::
+
+    S_k = \frac{1}{n_k} \sum_{s \le k} \sum_u N^{(s)}_u\,
+          E\,\| J_{s \to k}(x)\, e_u \|_1
+          \; + \; \frac{S_{in}}{n_k} \sum_i E\,\| J_{0 \to k}(x)\, e_i \|_1,
+
+the expectations over points ``x`` of the input family (the second term:
+kinks already in the input, ``S_in`` per input element). Both parts scale
+as ``T sigma_dot^2`` and ``S_in`` at fixed input mean and std, because
+the slopes are linear in the input slope; so they are computed once per
+point of a small grid over the draws' input means and log stds (512
+points of the input each, shared by all grid points, with exact sample
+moments: :func:`smpstats.sampled_moments.standard_points`) and
+interpolated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import theory
+from .blocks import Chain
+from .sampled_moments import standard_points
+
+__all__ = ["GivenWeightSMP", "given_weight_smp", "BIRTH_BLOCKS"]
+
+#: Blocks whose units are born with kinks.
+BIRTH_BLOCKS = ("relu", "leaky_relu", "prelu", "maxpool1d", "maxpool2d")
+#: Birth units transported per stage at most (a random subset beyond, reweighted).
+_MAX_BIRTH_UNITS = 256
+#: Rows (points x tangents) pushed through the network together.
+_CHUNK_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class GivenWeightSMP:
+    """Expected SMP per unit after every stage, per draw.
+
+    Attributes
+    ----------
+    new : ndarray, shape (n_stages, n_draws)
+        Kinks born at the stage.
+    total : ndarray, shape (n_stages, n_draws)
+        Born there and carried from earlier stages and the input.
+    """
+
+    new: np.ndarray
+    total: np.ndarray
+
+
+def given_weight_smp(chain: Chain, mu: np.ndarray, sigma: np.ndarray, sigma_dot: np.ndarray, smp_in: np.ndarray,
+                     length: float, *, n_points: int = 512, grid: int = 4, seed: int = 0) -> GivenWeightSMP:
+    """Expected SMP per unit of every stage of a given-weight chain (module doc).
+
+    Parameters
+    ----------
+    chain : Chain
+        A chain with its modules (:func:`smpstats.chain_reading.read_chain`).
+    mu, sigma, sigma_dot, smp_in : arrays, shape (n_draws,)
+        Each draw's input mean, std, RMS slope (per time unit) and SMP per
+        input element.
+    length : float
+        Path length (time units).
+    n_points : int, default=512
+        Input points per grid point.
+    grid : int, default=4
+        Grid points per axis (input mean, log input std) over the draws' range.
+    seed : int
+        Seed of the input points and of the subsets of birth units.
+
+    Returns
+    -------
+    GivenWeightSMP
+    """
+    mu, sigma, sigma_dot, smp_in = (np.asarray(v, dtype=float) for v in (mu, sigma, sigma_dot, smp_in))
+    axes = [_axis(mu, grid), _axis(np.log(sigma), grid)]
+    rng = np.random.default_rng(seed)
+    z = standard_points(rng, n_points, chain.input_shape)
+    v = standard_points(rng, n_points, chain.input_shape)  # slopes: RMS 1 per element, independent of the values
+    births = np.empty((len(axes[0]), len(axes[1]), len(chain)))      # per unit slope^2 and time
+    born = np.empty_like(births)                                       # of it, born at the stage
+    carried_in = np.empty_like(births)                                 # per unit input SMP
+    for i, m in enumerate(axes[0]):
+        for j, log_s in enumerate(axes[1]):
+            b, n, c = _at(chain, m + np.exp(log_s) * z, v, rng)
+            births[i, j], born[i, j], carried_in[i, j] = b, n, c
+    at = (_interp(axes, births, mu, sigma), _interp(axes, born, mu, sigma), _interp(axes, carried_in, mu, sigma))
+    scale = (length * sigma_dot**2)[None, :]
+    return GivenWeightSMP(new=at[1] * scale, total=at[0] * scale + at[2] * smp_in[None, :])
+
+
+def _axis(values: np.ndarray, n: int) -> np.ndarray:
+    lo, hi = float(values.min()), float(values.max())
+    return np.array([lo]) if hi - lo < 1e-9 * max(1.0, abs(lo)) else np.linspace(lo, hi, n)
+
+
+def _interp(axes: list[np.ndarray], table: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Table (n_mu, n_sigma, n_stages) at each draw's (mu, log sigma), bilinear; shape (n_stages, n_draws)."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    keep = [len(a) > 1 for a in axes]
+    if not any(keep):
+        return np.repeat(table[0, 0][:, None], len(mu), axis=1)
+    squeezed = table.reshape(*[len(a) for a, k in zip(axes, keep) if k], table.shape[-1])
+    points = np.column_stack([v for v, k in zip((mu, np.log(sigma)), keep) if k])
+    return RegularGridInterpolator([a for a, k in zip(axes, keep) if k], squeezed)(points).T
+
+
+def _at(chain: Chain, x: np.ndarray, x_dot: np.ndarray, rng: np.random.Generator
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At one input distribution (points ``x``, slopes ``x_dot`` of RMS 1; unit time): per stage the SMP per
+    unit of births (all stages up to it, carried), of births at it, and per unit input SMP carried to it."""
+    n_stages = len(chain)
+    with torch.no_grad():
+        h = torch.from_numpy(np.ascontiguousarray(x))
+        v = torch.from_numpy(x_dot)
+        values, slopes = [h], [v]
+        for stage in chain.stages:
+            h, v = torch.func.jvp(stage.module, (h,), (v,))
+            values.append(h)
+            slopes.append(v)
+    total = np.zeros(n_stages)
+    new = np.zeros(n_stages)
+    for s, stage in enumerate(chain.stages, start=1):
+        born = _born(stage, values[s - 1], slopes[s - 1])
+        if born is None:
+            continue
+        new[s - 1] = born.mean()
+        total[s - 1:] += _carry(chain, s, values[s], born, rng)
+    carried_in = _carry(chain, 0, values[0], np.ones(int(np.prod(chain.input_shape))), rng)
+    return total, new, carried_in
+
+
+def _born(stage, a: torch.Tensor, a_dot: torch.Tensor) -> np.ndarray | None:
+    """SMP per unit (unit time) each output unit of a kink-making stage is born with, or None."""
+    if stage.name not in BIRTH_BLOCKS:
+        return None
+    a, a_dot = a.reshape(a.shape[0], -1).numpy(), a_dot.reshape(a_dot.shape[0], -1).numpy()
+    if stage.name.startswith("maxpool"):  # switches, from the pooled moments of the window inputs
+        size = stage.spec.resolved()["kernel_size"]
+        k = int(np.prod(size)) if isinstance(size, tuple) else int(size) ** (2 if stage.name.endswith("2d") else 1)
+        per_out = theory.maxpool_expected_smp(k, a.mean(), max(a.std(), 1e-12), np.sqrt((a_dot**2).mean()), 1.0)
+        return np.full(int(np.prod(stage.out_shape)), float(per_out))
+    m, s, sd = a.mean(0), a.std(0), np.sqrt((a_dot**2).mean(0))
+    alpha = 0.0
+    if stage.name == "leaky_relu":
+        alpha = float(stage.module.negative_slope)
+    elif stage.name == "prelu":
+        alpha = float(stage.module.weight.detach().mean())
+    live = s > 1e-12
+    out = np.zeros_like(m)
+    out[live] = theory._leaky_relu_expected_smp(m[live], s[live], sd[live], 1.0, 0.0, alpha)
+    return out
+
+
+def _carry(chain: Chain, s: int, h: torch.Tensor, born: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per stage ``k >= s``: ``sum_u born_u E||J_{s->k} e_u||_1 / n_k``, shape (n_stages - s + 1,) (stage s
+    itself first, where the Jacobian is the identity); ``s = 0``: from the input, shape (n_stages,)."""
+    n_units = born.size
+    units = np.flatnonzero(born > 0)
+    weight = np.ones(len(units))
+    if len(units) > _MAX_BIRTH_UNITS:
+        pick = rng.choice(units, _MAX_BIRTH_UNITS, replace=False)
+        weight = np.full(_MAX_BIRTH_UNITS, len(units) / _MAX_BIRTH_UNITS)
+        units = pick
+    stages = chain.stages[s:]
+    first = [] if s == 0 else [born.sum() / n_units]
+    sums = np.zeros(len(stages))
+    if len(units) == 0:
+        return np.array(first + list(sums))
+    n_pts = h.shape[0]
+    per_chunk = max(1, _CHUNK_ROWS // n_pts)
+    flat = h.reshape(n_pts, -1)
+    with torch.no_grad():
+        for start in range(0, len(units), per_chunk):
+            u = units[start:start + per_chunk]
+            w = torch.from_numpy(born[u] * weight[start:start + per_chunk])
+            hb = flat.repeat(len(u), 1).reshape(-1, *h.shape[1:])
+            tb = torch.zeros(len(u) * n_pts, flat.shape[1], dtype=flat.dtype)
+            tb[torch.arange(len(u) * n_pts), torch.from_numpy(np.repeat(u, n_pts))] = 1.0
+            tb = tb.reshape(hb.shape)
+            for k, stage in enumerate(stages):
+                hb, tb = torch.func.jvp(stage.module, (hb,), (tb,))
+                g = tb.reshape(len(u), n_pts, -1).abs().sum(-1).mean(1)  # E||J e_u||_1 per unit
+                sums[k] += float((w * g).sum()) / int(np.prod(stage.out_shape))
+    return np.array(first + list(sums))

@@ -1,0 +1,60 @@
+"""SMP of given-weight networks: kinks by birth unit, carried by the module's Jacobians."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import smpstats
+from smpstats import theory
+from smpstats.chain_prediction import predict_chain
+from smpstats.chain_reading import read_chain
+from smpstats.inputs import SmoothInputs
+from smpstats.kink_transport import given_weight_smp
+
+
+def test_one_hidden_layer_is_exact():
+    """relu(W1 x + b1) then W2: unit u is born with Kac-Rice N_u; W2 carries it with sum_i |W2_iu| exactly."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 4))
+    W1, b1 = module[0].weight.detach().double().numpy(), module[0].bias.detach().double().numpy()
+    W2 = module[2].weight.detach().double().numpy()
+    mu, sigma, sd, length = np.array([0.3, -0.2]), np.array([1.1, 0.6]), np.array([4.0, 7.0]), 2.0
+    got = given_weight_smp(read_chain(module, (5,)), mu, sigma, sd, np.zeros(2), length, grid=2)
+    for d in range(2):
+        m = W1.sum(1) * mu[d] + b1
+        s = sigma[d] * np.sqrt((W1**2).sum(1))
+        slope = sd[d] * np.sqrt((W1**2).sum(1))
+        born = np.asarray(theory.relu_expected_smp(m, s, slope, length))
+        np.testing.assert_allclose(got.new[:, d], [0.0, born.mean(), 0.0], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got.total[:, d], [0.0, born.mean(), (np.abs(W2) * born).sum() / 4], rtol=1e-9)
+
+
+def test_input_kinks_are_carried_by_the_weights():
+    """Kinks in the input (S_in per element) reach a linear layer's units as sum_j |W_ij| S_in / n."""
+    torch.manual_seed(1)
+    module = nn.Sequential(nn.Linear(6, 3))
+    W = module[0].weight.detach().double().numpy()
+    got = given_weight_smp(read_chain(module, (6,)), np.zeros(3), np.ones(3), np.ones(3), np.array([0.0, 1.0, 2.5]),
+                           1.0)
+    np.testing.assert_allclose(got.total[0], np.abs(W).sum(1).mean() * np.array([0.0, 1.0, 2.5]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("sample_module, close", [(True, True), (False, False)])
+def test_coherent_weights_carry_kinks_without_cancelling(sample_module, close):
+    """Positive weights and biases after the first ReLU: its kinks add up at the output, where random-sign rules
+    let them cancel (the second ReLU stays on: the transport is the weights' product, and the test exact)."""
+    torch.manual_seed(3)
+    module = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1))
+    with torch.no_grad():
+        for k in (2, 4):
+            module[k].weight.abs_()
+            module[k].bias.fill_(0.1)
+    family = SmoothInputs(mu=(-0.3, 0.3), sigma=(0.8, 1.2), length_scale=(0.15, 0.25))
+    sim = smpstats.simulate(module, n_trials=40, seed=5, input_shape=(6,), path=family, n_points=513, method="exact")
+    pred = predict_chain(module, input_shape=(6,), path=sim[sim["stage"] == 1], sample_module=sample_module)
+    ratio = pred.check(sim)["ratio"].to_numpy()[1:]
+    if close:
+        np.testing.assert_allclose(ratio, 1.0, atol=0.15)
+    else:
+        assert ratio[-1] < 0.7
