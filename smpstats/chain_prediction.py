@@ -215,8 +215,12 @@ def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: dict[str, Any], pe
     factor = np.divide(per_unit, smp_in, out=np.zeros_like(smp_in), where=smp_in > 0)
     if cols["block"] in ("maxpool1d", "maxpool2d") and str(rows["prev_block_spec"]).strip() == "relu":
         # max(relu(x)) = relu(max(x)): the ReLU's own kinks and the older ones pass in different shares
-        pre = theory.relu_preactivation(rows["mu_in"], rows["sigma_pool_in"], rows["sigma_dot_in"])
+        # (where the ReLU's output varies at all: a dead layer is 0 throughout)
+        live = (np.asarray(rows["mu_in"]) > 0) & (np.asarray(rows["sigma_pool_in"]) > 0)
+        pre = theory.relu_preactivation(np.where(live, rows["mu_in"], 1.0), np.where(live, rows["sigma_pool_in"], 1.0),
+                                        rows["sigma_dot_in"])
         _, pass_new, pass_old = theory.maxpool_after_relu_terms(float(cols["window"]), *pre, rows["path_length"])
+        pass_new, pass_old = np.where(live, pass_new, factor), np.where(live, pass_old, factor)
         factor = [pass_new if g.born == cols["stage"] - 1 else pass_old for g in kinks.generations]
     return kinks.carry(cols["block"], cols, cols["out_shape"], factor)
 

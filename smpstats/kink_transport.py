@@ -45,8 +45,10 @@ __all__ = ["GivenWeightSMP", "given_weight_smp", "BIRTH_BLOCKS"]
 
 #: Blocks whose units are born with kinks.
 BIRTH_BLOCKS = ("relu", "leaky_relu", "prelu", "maxpool1d", "maxpool2d")
-#: Birth units transported per stage at most (a random subset beyond, reweighted).
-_MAX_BIRTH_UNITS = 256
+#: Birth units transported per stage at most (a random subset beyond, reweighted), and the input points their
+#: Jacobians are averaged over (the first of the points; the births use all of them).
+_MAX_BIRTH_UNITS = 64
+_TRANSPORT_POINTS = 128
 #: Rows (points x tangents) pushed through the network together.
 _CHUNK_ROWS = 65536
 
@@ -187,6 +189,7 @@ def _carry(chain: Chain, s: int, h: torch.Tensor, born: np.ndarray, rng: np.rand
     sums = np.zeros(len(stages))
     if len(units) == 0:
         return np.array(first + list(sums))
+    h = h[:_TRANSPORT_POINTS]
     n_pts = h.shape[0]
     per_chunk = max(1, _CHUNK_ROWS // n_pts)
     flat = h.reshape(n_pts, -1)
