@@ -39,7 +39,7 @@ import torch
 
 from . import theory
 from .blocks import Chain
-from .sampled_moments import standard_points
+from .sampled_moments import input_grid, interpolate, standard_points
 
 __all__ = ["GivenWeightSMP", "given_weight_smp", "BIRTH_BLOCKS"]
 
@@ -47,8 +47,8 @@ __all__ = ["GivenWeightSMP", "given_weight_smp", "BIRTH_BLOCKS"]
 BIRTH_BLOCKS = ("relu", "leaky_relu", "prelu", "maxpool1d", "maxpool2d")
 #: Birth units transported per stage at most (a random subset beyond, reweighted), and the input points their
 #: Jacobians are averaged over (the first of the points; the births use all of them).
-_MAX_BIRTH_UNITS = 64
-_TRANSPORT_POINTS = 128
+_MAX_BIRTH_UNITS = 48
+_TRANSPORT_POINTS = 64
 #: Rows (points x tangents) pushed through the network together.
 _CHUNK_ROWS = 65536
 
@@ -70,7 +70,7 @@ class GivenWeightSMP:
 
 
 def given_weight_smp(chain: Chain, mu: np.ndarray, sigma: np.ndarray, sigma_dot: np.ndarray, smp_in: np.ndarray,
-                     length: float, *, n_points: int = 512, grid: int = 4, seed: int = 0) -> GivenWeightSMP:
+                     length: float, *, n_points: int = 512, grid: int = 3, seed: int = 0) -> GivenWeightSMP:
     """Expected SMP per unit of every stage of a given-weight chain (module doc).
 
     Parameters
@@ -84,7 +84,7 @@ def given_weight_smp(chain: Chain, mu: np.ndarray, sigma: np.ndarray, sigma_dot:
         Path length (time units).
     n_points : int, default=512
         Input points per grid point.
-    grid : int, default=4
+    grid : int, default=3
         Grid points per axis (input mean, log input std) over the draws' range.
     seed : int
         Seed of the input points and of the subsets of birth units.
@@ -94,7 +94,7 @@ def given_weight_smp(chain: Chain, mu: np.ndarray, sigma: np.ndarray, sigma_dot:
     GivenWeightSMP
     """
     mu, sigma, sigma_dot, smp_in = (np.asarray(v, dtype=float) for v in (mu, sigma, sigma_dot, smp_in))
-    axes = [_axis(mu, grid), _axis(np.log(sigma), grid)]
+    axes = input_grid(mu, sigma, grid)
     rng = np.random.default_rng(seed)
     z = standard_points(rng, n_points, chain.input_shape)
     v = standard_points(rng, n_points, chain.input_shape)  # slopes: RMS 1 per element, independent of the values
@@ -105,26 +105,9 @@ def given_weight_smp(chain: Chain, mu: np.ndarray, sigma: np.ndarray, sigma_dot:
         for j, log_s in enumerate(axes[1]):
             b, n, c = _at(chain, m + np.exp(log_s) * z, v, rng)
             births[i, j], born[i, j], carried_in[i, j] = b, n, c
-    at = (_interp(axes, births, mu, sigma), _interp(axes, born, mu, sigma), _interp(axes, carried_in, mu, sigma))
+    at = [interpolate(axes, t, mu, sigma) for t in (births, born, carried_in)]
     scale = (length * sigma_dot**2)[None, :]
     return GivenWeightSMP(new=at[1] * scale, total=at[0] * scale + at[2] * smp_in[None, :])
-
-
-def _axis(values: np.ndarray, n: int) -> np.ndarray:
-    lo, hi = float(values.min()), float(values.max())
-    return np.array([lo]) if hi - lo < 1e-9 * max(1.0, abs(lo)) else np.linspace(lo, hi, n)
-
-
-def _interp(axes: list[np.ndarray], table: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """Table (n_mu, n_sigma, n_stages) at each draw's (mu, log sigma), bilinear; shape (n_stages, n_draws)."""
-    from scipy.interpolate import RegularGridInterpolator
-
-    keep = [len(a) > 1 for a in axes]
-    if not any(keep):
-        return np.repeat(table[0, 0][:, None], len(mu), axis=1)
-    squeezed = table.reshape(*[len(a) for a, k in zip(axes, keep) if k], table.shape[-1])
-    points = np.column_stack([v for v, k in zip((mu, np.log(sigma)), keep) if k])
-    return RegularGridInterpolator([a for a, k in zip(axes, keep) if k], squeezed)(points).T
 
 
 def _at(chain: Chain, x: np.ndarray, x_dot: np.ndarray, rng: np.random.Generator

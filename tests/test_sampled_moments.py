@@ -81,3 +81,14 @@ def test_correlated_units_break_mean_field_but_not_the_sampled_moments():
 def test_sample_module_must_be_a_bool():
     with pytest.raises(InputError, match="sample_module must be True or False"):
         predict_chain(_module(), input_shape=(5,), n_draws=5, sample_module="yes")
+
+
+def test_interpolated_moments_match_each_draw_computed_alone():
+    """The grid over (mu, log sigma) and the slopes' proportionality to sigma_dot against one draw at a time."""
+    module = _module(4)
+    chain = read_chain(module, (5,))
+    rng = np.random.default_rng(0)
+    mu, sigma, sd = rng.uniform(-0.5, 0.5, 6), rng.uniform(0.5, 1.5, 6), rng.uniform(2.0, 9.0, 6)
+    together = sampled_stage_moments(chain, mu, sigma, sd)
+    alone = np.stack([sampled_stage_moments(chain, mu[[d]], sigma[[d]], sd[[d]])[..., 0] for d in range(6)], axis=-1)
+    np.testing.assert_allclose(together, alone, rtol=0.03, atol=1e-3)
