@@ -126,7 +126,9 @@ def _at(chain: Chain, x: np.ndarray, x_dot: np.ndarray, rng: np.random.Generator
     total = np.zeros(n_stages)
     new = np.zeros(n_stages)
     for s, stage in enumerate(chain.stages, start=1):
-        born = _born(stage, values[s - 1], slopes[s - 1])
+        after_relu = s >= 2 and chain.stages[s - 2].name == "relu"
+        born = _born(stage, values[s - 1], slopes[s - 1], values[s - 2] if after_relu else None,
+                     slopes[s - 2] if after_relu else None)
         if born is None:
             continue
         new[s - 1] = born.mean()
@@ -135,16 +137,26 @@ def _at(chain: Chain, x: np.ndarray, x_dot: np.ndarray, rng: np.random.Generator
     return total, new, carried_in
 
 
-def _born(stage, a: torch.Tensor, a_dot: torch.Tensor) -> np.ndarray | None:
-    """SMP per unit (unit time) each output unit of a kink-making stage is born with, or None."""
+def _born(stage, a: torch.Tensor, a_dot: torch.Tensor, pre: torch.Tensor | None = None,
+          pre_dot: torch.Tensor | None = None) -> np.ndarray | None:
+    """SMP per unit (unit time) each output unit of a kink-making stage is born with, or None.
+
+    ``pre``, ``pre_dot``: the pre-activations of a ReLU right before (max pooling of ReLU outputs switches
+    where two pre-activations tie above 0: ``max(relu(x)) = relu(max(x))``).
+    """
     if stage.name not in BIRTH_BLOCKS:
         return None
-    a, a_dot = a.reshape(a.shape[0], -1).numpy(), a_dot.reshape(a_dot.shape[0], -1).numpy()
-    if stage.name.startswith("maxpool"):  # switches, from the pooled moments of the window inputs
+    if stage.name.startswith("maxpool"):
+        per_window = _switches(stage, a, a_dot) if pre is None else _switches(stage, pre, pre_dot, positive=True)
+        if per_window is not None:
+            return per_window
+        # windows torch lays out otherwise (ceil_mode): the pooled formula
         size = stage.spec.resolved()["kernel_size"]
         k = int(np.prod(size)) if isinstance(size, tuple) else int(size) ** (2 if stage.name.endswith("2d") else 1)
-        per_out = theory.maxpool_expected_smp(k, a.mean(), max(a.std(), 1e-12), np.sqrt((a_dot**2).mean()), 1.0)
+        x, x_dot = a.numpy(), a_dot.numpy()
+        per_out = theory.maxpool_expected_smp(k, x.mean(), max(x.std(), 1e-12), np.sqrt((x_dot**2).mean()), 1.0)
         return np.full(int(np.prod(stage.out_shape)), float(per_out))
+    a, a_dot = a.reshape(a.shape[0], -1).numpy(), a_dot.reshape(a_dot.shape[0], -1).numpy()
     m, s, sd = a.mean(0), a.std(0), np.sqrt((a_dot**2).mean(0))
     alpha = 0.0
     if stage.name == "leaky_relu":
@@ -154,6 +166,60 @@ def _born(stage, a: torch.Tensor, a_dot: torch.Tensor) -> np.ndarray | None:
     live = s > 1e-12
     out = np.zeros_like(m)
     out[live] = theory._leaky_relu_expected_smp(m[live], s[live], sd[live], 1.0, 0.0, alpha)
+    return out
+
+
+def _windows(stage, in_shape: tuple[int, ...]) -> np.ndarray:
+    """Flat input indices of each output unit's pooling window, shape (n_out, k); -1 for padding."""
+    p = stage.module
+    rank = 2 if stage.name.endswith("2d") else 1
+    idx = torch.arange(1, int(np.prod(in_shape)) + 1, dtype=torch.float64).reshape(1, *in_shape)
+    if rank == 1:
+        idx = idx[:, :, None, :]
+
+    def pair(v, fill: int):
+        v = tuple(v) if isinstance(v, (tuple, list)) else (v,) * rank
+        return (fill, *v) if rank == 1 else v
+
+    cols = torch.nn.functional.unfold(idx, pair(p.kernel_size, 1), dilation=pair(p.dilation, 1),
+                                      padding=pair(p.padding, 0), stride=pair(p.stride or p.kernel_size, 1))
+    channels = in_shape[0]
+    k = cols.shape[1] // channels
+    cols = cols.reshape(channels, k, -1).permute(0, 2, 1).reshape(-1, k)  # (channels x positions, k)
+    return cols.numpy().astype(np.int64) - 1
+
+
+def _switches(stage, a: torch.Tensor, a_dot: torch.Tensor, positive: bool = False) -> np.ndarray | None:
+    """Switching SMP per output unit of max pooling (unit time), window by window (None: windows unknown).
+
+    For each pair ``i, j`` of a window, Kac-Rice on ``d = a_i - a_j`` with
+    its own mean, std and RMS slope (correlated neighbours, units' own
+    means), times the share of points near the tie where the window's other
+    inputs lie below ``(a_i + a_j) / 2`` (and, with ``positive``, that value above 0).
+    """
+    win = _windows(stage, tuple(a.shape[1:]))
+    if win.shape[0] != int(np.prod(stage.out_shape)):
+        return None
+    x, v = a.reshape(a.shape[0], -1).numpy(), a_dot.reshape(a_dot.shape[0], -1).numpy()
+    out = np.zeros(win.shape[0])
+    k = win.shape[1]
+    for i in range(k):
+        for j in range(i + 1, k):
+            ok = (win[:, i] >= 0) & (win[:, j] >= 0)
+            d = x[:, win[ok, i]] - x[:, win[ok, j]]
+            d_dot = v[:, win[ok, i]] - v[:, win[ok, j]]
+            m, sd_d, slope = d.mean(0), d.std(0), np.sqrt((d_dot**2).mean(0))
+            rate = theory._kac_rice_density(m / np.where(sd_d > 0, sd_d, 1.0), sd_d, slope)
+            if k > 2 or positive:  # the others below the tie value (above 0), near the tie (kernel weights in d)
+                tie = (x[:, win[ok, i]] + x[:, win[ok, j]]) / 2
+                others = [c for c in range(k) if c not in (i, j)]
+                rest = np.where(win[ok][:, others] >= 0, win[ok][:, others], 0)
+                below = np.all((x[:, rest] < tie[:, :, None]) | (win[ok][:, others] < 0)[None], axis=2)
+                if positive:
+                    below &= tie > 0
+                w = np.exp(-0.5 * (d / (0.25 * np.where(sd_d > 0, sd_d, 1.0))) ** 2)
+                rate = rate * (w * below).sum(0) / np.maximum(w.sum(0), 1e-300)
+            out[ok] += rate
     return out
 
 

@@ -58,3 +58,36 @@ def test_coherent_weights_carry_kinks_without_cancelling(sample_module, close):
         np.testing.assert_allclose(ratio, 1.0, atol=0.15)
     else:
         assert ratio[-1] < 0.7
+
+
+@pytest.mark.parametrize("relu_before", [False, True])
+def test_max_pooling_switches_window_by_window_match_the_iid_theory(relu_before):
+    """Independent Gaussian units pooled in pairs: Kac-Rice on each pair's difference is the i.i.d. formula; after
+    a ReLU, switches happen only where the pair ties above 0 (``max(relu(x)) = relu(max(x))``)."""
+    conv = nn.Conv1d(1, 1, kernel_size=1)
+    with torch.no_grad():
+        conv.weight.fill_(1.5)
+        conv.bias.fill_(0.2)
+    layers = [conv, nn.ReLU(), nn.MaxPool1d(2)] if relu_before else [conv, nn.MaxPool1d(2)]
+    chain = read_chain(nn.Sequential(*layers), (1, 40))
+    mu, sigma, sd, length = 0.1, 0.8, 5.0, 1.0
+    got = given_weight_smp(chain, [mu], [sigma], [sd], [0.0], length, n_points=4096).new[-1, 0]
+    pre = (1.5 * mu + 0.2, 1.5 * sigma, 1.5 * sd)
+    if relu_before:
+        want = theory.maxpool_after_relu_terms(2, *pre, length)[0]
+        assert got == pytest.approx(float(want), rel=0.05)
+    else:
+        assert got == pytest.approx(float(theory.maxpool_expected_smp(2, *pre, length)), rel=1e-9)
+
+
+def test_correlated_neighbours_switch_as_the_correlated_pair_formula_says():
+    """A two-tap conv makes neighbours correlated (rho = w1 w2 / |w|^2): fewer switches than i.i.d. units."""
+    conv = nn.Conv1d(1, 1, kernel_size=2, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[1.0, 0.6]]]))
+    chain = read_chain(nn.Sequential(conv, nn.MaxPool1d(2)), (1, 41))
+    got = given_weight_smp(chain, [0.0], [1.0], [4.0], [0.0], 1.0, n_points=4096).new[-1, 0]
+    norm = np.sqrt(1.0 + 0.36)
+    want = theory.maxpool_expected_smp(2, 0.0, norm, 4.0 * norm, 1.0, rho=0.6 / 1.36)
+    assert got == pytest.approx(float(want), rel=1e-6)
+    assert got < 0.9 * float(theory.maxpool_expected_smp(2, 0.0, norm, 4.0 * norm, 1.0))
