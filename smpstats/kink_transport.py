@@ -21,7 +21,11 @@ selections of that time). With ``N_u`` the SMP unit ``u`` is born with
           \; + \; \frac{S_{in}}{n_k} \sum_i E\,\| J_{0 \to k}(x)\, e_i \|_1,
 
 the expectations over points ``x`` of the input family (the second term:
-kinks already in the input, ``S_in`` per input element). Both parts scale
+kinks already in the input, ``S_in`` per input element). A max pool's
+units are born with the switches of their own window: Kac-Rice on each
+pair's difference with its own moments (correlated neighbours, units' own
+means), times the share of points near the tie where the window's other
+inputs lie below it (and, after a ReLU, the tie lies above 0). Both parts scale
 as ``T sigma_dot^2`` and ``S_in`` at fixed input mean and std, because
 the slopes are linear in the input slope; so they are computed once per
 point of a small grid over the draws' input means and log stds (512
