@@ -111,6 +111,8 @@ class _Rows:
         col = self.data[name]
         if isinstance(col, pd.Series):
             return col.astype(str).to_numpy(dtype=object)
+        if np.ndim(col) == 0:  # one value for the table
+            return np.full(self.n, str(col), dtype=object)
         return np.broadcast_to(np.asarray(col, dtype=object), (self.n,)).astype(str).astype(object)
 
     def label(self, i: int):
@@ -127,24 +129,30 @@ def _window(rows: _Rows, blocks: np.ndarray) -> np.ndarray:
     return w
 
 
-def _after_relu(rows: _Rows) -> np.ndarray:
-    """Rows whose block follows a ReLU (the ``prev_block_spec`` column)."""
-    return np.char.strip(rows.text("prev_block_spec").astype(str)) == "relu"
+def _previous(rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``prev_block_spec`` values (stripped) and each row's index into them."""
+    values, inverse = np.unique(rows.text("prev_block_spec").astype(str), return_inverse=True)
+    return np.array([v.strip() for v in values], dtype=object), inverse.reshape(-1)
 
 
-def _prev_maxpool_window(rows: _Rows) -> np.ndarray:
-    """Inputs per window of a max pooling right before each row's block (``prev_block_spec``), NaN otherwise."""
+def _after_relu(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Rows whose block follows a ReLU (:func:`_previous`)."""
+    values, inverse = previous
+    return (values == "relu")[inverse]
+
+
+def _prev_maxpool_window(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Inputs per window of a max pooling right before each row's block (:func:`_previous`), NaN otherwise."""
     from .blocks import parse_spec
 
-    prev = np.char.strip(rows.text("prev_block_spec").astype(str))
-    out = np.full(prev.shape, math.nan)
-    for text in np.unique(prev):
-        if not text.startswith("maxpool"):
-            continue
-        (block,) = parse_spec(text)
-        size = block.resolved()["kernel_size"]
-        out[prev == text] = np.prod(size if isinstance(size, tuple) else (size,) * int(block.name[-2]))
-    return out
+    values, inverse = previous
+    window = np.full(len(values), math.nan)
+    for i, text in enumerate(values):
+        if text.startswith("maxpool"):
+            (block,) = parse_spec(text)
+            size = block.resolved()["kernel_size"]
+            window[i] = np.prod(size if isinstance(size, tuple) else (size,) * int(block.name[-2]))
+    return window[inverse]
 
 
 def _relu_kinks(mu, sigma, sigma_dot, length, smp_in):
@@ -260,8 +268,8 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     sig = np.maximum(sigma, 1e-12 * np.maximum(1.0, np.abs(mu)))
     sdot = np.maximum(sigma_dot, 0.0)
 
-    def is_block(*names: str) -> np.ndarray:
-        return np.isin(blocks, names)
+    def is_block(*wanted: str) -> np.ndarray:
+        return np.isin(names, wanted)[inverse.reshape(-1)]
 
     def split(fn, m: np.ndarray, *extra) -> None:
         """new = fn(smp_in=0); carried = fn(smp_in) - new."""
@@ -277,7 +285,9 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     split(lambda s, *a: theory._leaky_relu_expected_smp(*a, s), is_block("leaky_relu", "prelu"), slope)
     k = _window(table, blocks)
     split(lambda kk, *a: theory.maxpool_expected_smp(kk.astype(int), *a), is_block("maxpool1d", "maxpool2d"), k)
-    m = is_block("maxpool1d", "maxpool2d") & _after_relu(table) & (mu > 0)  # ReLU outputs have a positive mean
+    previous = _previous(table)
+    after_relu = _after_relu(previous)
+    m = is_block("maxpool1d", "maxpool2d") & after_relu & (mu > 0)  # ReLU outputs have a positive mean
     if m.any():
         new[m], carried[m] = _maxpool_after_relu(k[m], mu[m], sig[m], sdot[m], length[m], smp_in[m])
 
@@ -296,7 +306,7 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
         carried[m] = gain[m] * smp_in[m]
     betas = table.num("beta", 1.0)
     approx = table.text("approximate", "none")
-    pooled_before = _prev_maxpool_window(table)
+    pooled_before = _prev_maxpool_window(previous)
     for act in ("gelu", "silu", "softplus", "tanh"):
         for beta in np.unique(np.nan_to_num(betas[is_block(act)], nan=1.0)):
             for tanh_form in (False, True):
@@ -305,7 +315,7 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
                     name = "gelu_tanh" if (act == "gelu" and tanh_form) else act
                     carried[m] = np.asarray(theory.smooth_activation_expected_smp(
                         name, mu[m], sig[m], smp_in[m], beta=float(beta)), dtype=float)
-                    r = m & _after_relu(table) & (mu > 0)
+                    r = m & after_relu & (mu > 0)
                     if r.any():
                         carried[r] = _smooth_after_relu(name, float(beta), mu[r], sig[r], sdot[r], length[r],
                                                         smp_in[r])
