@@ -273,7 +273,9 @@ class KinkState:
         g.touched = touched
         positions = g.positions()
         g.channels = channels_out
-        g.fill = nonzero / positions
+        # an origin no output window reaches (strided windows that skip positions) keeps no kink
+        g.fill = np.divide(nonzero, positions, out=np.zeros(np.broadcast(nonzero, positions).shape),
+                           where=positions > 0)
         g.m1 = np.divide(mass, nonzero, out=np.zeros_like(mass), where=nonzero > 0)
 
     def _maxpool(self, g: Generation, params: Mapping[str, Any], out_shape: tuple[int, ...]) -> None:
@@ -283,4 +285,6 @@ class KinkState:
         combos, touched = self._overlap_histogram(g, windows)
         selected = sum(count * taps for taps, count in combos) / window  # expected touched selections per origin
         g.touched = touched
-        g.fill = g.fill * selected / g.positions()
+        positions = g.positions()
+        g.fill = np.divide(g.fill * selected, positions, out=np.zeros(np.broadcast(g.fill * selected, positions).shape),
+                           where=positions > 0)

@@ -206,3 +206,15 @@ def test_given_weights_stay_deterministic():
     infinite = predict_chain(module, input_shape=(6,), path=fixed, n_draws=50, seed=1, finite_width=False)
     np.testing.assert_array_equal(finite.draws, infinite.draws)
     assert np.ptp(finite.draws[-1]) < 1e-9 * finite.draws[-1].mean()
+
+
+def test_strided_pooling_that_skips_positions_predicts_without_invalid_values():
+    """A window of 3 with stride 2 over 22 positions never reaches the last one: its kinks end there, no 0/0."""
+    import warnings
+
+    spec = ("conv1d(out_channels=4,kernel_size=3,padding=1) | relu | avgpool1d(kernel_size=2) | "
+            "conv1d(out_channels=4,kernel_size=3) | relu | maxpool1d(kernel_size=3, stride=2)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pred = predict_chain(spec, input_shape=(2, 24), n_draws=50)
+    assert np.isfinite(pred.draws).all() and (pred.draws[-1] > 0).all()
