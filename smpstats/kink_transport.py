@@ -102,16 +102,17 @@ def given_weight_smp(chain: Chain, mu: np.ndarray, sigma: np.ndarray, sigma_dot:
     rng = np.random.default_rng(seed)
     z = standard_points(rng, n_points, chain.input_shape)
     v = standard_points(rng, n_points, chain.input_shape)  # slopes: RMS 1 per element, independent of the values
-    births = np.empty((len(axes[0]), len(axes[1]), len(chain)))      # per unit slope^2 and time
-    born = np.empty_like(births)                                       # of it, born at the stage
-    carried_in = np.empty_like(births)                                 # per unit input SMP
+    # per grid point and stage, at unit input RMS slope and unit time: SMP per unit of all births up to the
+    # stage, of those at the stage, and the SMP per unit that one unit of input SMP per element becomes
+    total = np.empty((len(axes[0]), len(axes[1]), len(chain)))
+    born = np.empty_like(total)
+    from_input = np.empty_like(total)
     for i, m in enumerate(axes[0]):
         for j, log_s in enumerate(axes[1]):
-            b, n, c = _at(chain, m + np.exp(log_s) * z, v, rng)
-            births[i, j], born[i, j], carried_in[i, j] = b, n, c
-    at = [interpolate(axes, t, mu, sigma) for t in (births, born, carried_in)]
+            total[i, j], born[i, j], from_input[i, j] = _at(chain, m + np.exp(log_s) * z, v, rng)
+    total, born, from_input = (interpolate(axes, t, mu, sigma) for t in (total, born, from_input))
     scale = (length * sigma_dot**2)[None, :]
-    return GivenWeightSMP(new=at[1] * scale, total=at[0] * scale + at[2] * smp_in[None, :])
+    return GivenWeightSMP(new=born * scale, total=total * scale + from_input * smp_in[None, :])
 
 
 def _at(chain: Chain, x: np.ndarray, x_dot: np.ndarray, rng: np.random.Generator
