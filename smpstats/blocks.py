@@ -704,6 +704,13 @@ class BlockSpec:
             out["stride"] = out["kernel_size"]
         return out
 
+    def window(self) -> int | None:
+        """Inputs per window of a conv or pooling block (kernel elements over its spatial dims); None without one."""
+        k = self.resolved().get("kernel_size")
+        if k is None:
+            return None
+        return int(np.prod(k)) if isinstance(k, tuple) else int(k) ** int(self.name[-2])
+
     def __str__(self) -> str:
         if not self.params:
             return self.name

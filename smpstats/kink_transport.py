@@ -156,10 +156,9 @@ def _born(stage, a: torch.Tensor, a_dot: torch.Tensor, pre: torch.Tensor | None 
         if per_window is not None:
             return per_window
         # windows torch lays out otherwise (ceil_mode): the pooled formula
-        size = stage.spec.resolved()["kernel_size"]
-        k = int(np.prod(size)) if isinstance(size, tuple) else int(size) ** (2 if stage.name.endswith("2d") else 1)
         x, x_dot = a.numpy(), a_dot.numpy()
-        per_out = theory.maxpool_expected_smp(k, x.mean(), max(x.std(), 1e-12), np.sqrt((x_dot**2).mean()), 1.0)
+        per_out = theory.maxpool_expected_smp(stage.spec.window(), x.mean(), max(x.std(), 1e-12),
+                                              np.sqrt((x_dot**2).mean()), 1.0)
         return np.full(int(np.prod(stage.out_shape)), float(per_out))
     a, a_dot = a.reshape(a.shape[0], -1).numpy(), a_dot.reshape(a_dot.shape[0], -1).numpy()
     m, s, sd = a.mean(0), a.std(0), np.sqrt((a_dot**2).mean(0))

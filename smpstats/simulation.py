@@ -202,9 +202,8 @@ def _param_columns(stage: Stage) -> dict[str, Any]:
         if isinstance(value, tuple):
             value = value[0] if len(set(value)) == 1 else math.nan
         cols[key] = value
-    k = stage.spec.resolved().get("kernel_size")
-    if k is not None:
-        cols["window"] = int(np.prod(k)) if isinstance(k, tuple) else int(k) ** (len(stage.in_shape) - 1)
+    if stage.spec.window() is not None:
+        cols["window"] = stage.spec.window()
     return cols
 
 

@@ -150,8 +150,7 @@ def _prev_maxpool_window(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     for i, text in enumerate(values):
         if text.startswith("maxpool"):
             (block,) = parse_spec(text)
-            size = block.resolved()["kernel_size"]
-            window[i] = np.prod(size if isinstance(size, tuple) else (size,) * int(block.name[-2]))
+            window[i] = block.window()
     return window[inverse]
 
 

@@ -534,3 +534,11 @@ def test_reports():
     assert isinstance(chain, Chain) and len(chain) == 2 and repr(chain[1]) == "Stage(2: relu, (2, 6) -> (2, 6))"
     assert "kernel_size: an int >= 1 or a tuple of 2 ints >= 1 (required)" in block_help("maxpool2d")
     assert block_help().count("\n\n") == len(BLOCKS) - 1
+
+
+def test_window_counts_kernel_elements_over_the_spatial_dimensions():
+    from smpstats.blocks import parse_spec
+
+    windows = [b.window() for b in parse_spec(
+        "conv2d(out_channels=2, kernel_size=3) | maxpool1d(kernel_size=4) | maxpool2d(kernel_size=(2, 3)) | relu")]
+    assert windows == [9, 4, 6, None]
