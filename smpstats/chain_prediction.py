@@ -18,8 +18,10 @@ blocks (``model="regression"`` or ``"bayes"``).
 A torch module (an ``nn.Sequential`` or a plain-chain ``forward``) is read
 by :func:`smpstats.chain_reading.read_chain`; its weights are given, not
 drawn: the moments come from points of the input family pushed through it
-(:mod:`smpstats.sampled_moments`) and the carried SMP uses the weights'
-statistics (:func:`smpstats.chain_reading.given_weight_columns`).
+(:mod:`smpstats.sampled_moments`), and its kinks are counted per unit where
+they are born and carried by its own Jacobians (:mod:`smpstats.kink_transport`).
+With ``sample_module=False`` the mean-field rules and the kink state use the
+weights' statistics (:func:`smpstats.chain_reading.given_weight_columns`).
 """
 
 from __future__ import annotations
@@ -367,8 +369,9 @@ def predict_chain(
         theory_out = new + terms["theory_carried"]
         if propagate:
             per_unit = terms["theory_carried"]
-            carried = _move_kinks(kinks, cols, rows, per_unit)
-            if transported is not None:  # given weights: kinks by birth unit, carried by the module's Jacobians
+            if transported is None:
+                carried = _move_kinks(kinks, cols, rows, per_unit)
+            else:  # given weights: kinks by birth unit, carried by the module's Jacobians
                 new = transported.new[k - 1]
                 before = transported.total[k - 2] if k > 1 else state["smp"]
                 # carried in proportion to this draw's input SMP (a statistical model's draw, or the theory's)
