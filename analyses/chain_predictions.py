@@ -146,6 +146,29 @@ def predictions(name: str, sim: pd.DataFrame, model) -> dict[str, smpstats.Chain
     }
 
 
+def checks(preds: dict[str, smpstats.ChainPrediction], sim: pd.DataFrame, key: str, name: str) -> list:
+    """Per-stage checks of each method's prediction against the simulated networks, labelled."""
+    tables = []
+    for method, pred in preds.items():
+        tab = pred.check(sim)
+        tab.insert(0, "method", method)
+        tab.insert(0, key, name)
+        tables.append(tab)
+    return tables
+
+
+def side_by_side(name: str, sim: pd.DataFrame, panels: dict[str, smpstats.ChainPrediction]) -> None:
+    """Two predictions (title -> prediction) against the simulated networks, saved as chain_<name>.png."""
+    n_stages = len(next(iter(panels.values())).stages)
+    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.5 * n_stages + 3), 4.2), sharey=True)
+    for ax, (title, pred) in zip(axes, panels.items()):
+        plot_chain_prediction(pred, sim, ax=ax)
+        ax.set_title(f"{name}: {title}", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, OUT / f"chain_{name}.png")
+    plt.close(fig)
+
+
 def trained_weights(n_trials: int, model) -> pd.DataFrame:
     """Given (trained) weights: moments from points pushed through the module against mean-field moments."""
     tables = []
@@ -159,19 +182,10 @@ def trained_weights(n_trials: int, model) -> pd.DataFrame:
                                                                       sample_module=False),
                  "regression, sampled moments": smpstats.predict_chain(net, input_shape=shape, path=first,
                                                                        model=model)}
-        for method, pred in preds.items():
-            tab = pred.check(sim)
-            tab.insert(0, "method", method)
-            tab.insert(0, "network", name)
-            tables.append(tab)
-        fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.5 * len(sim["stage"].unique()) + 3), 4.2), sharey=True)
-        plot_chain_prediction(preds["theory, sampled moments"], sim, ax=axes[0])
-        plot_chain_prediction(preds["theory, mean-field moments"], sim, ax=axes[1])
-        axes[0].set_title(f"{name}: theory, moments from points through the network", fontsize=9)
-        axes[1].set_title(f"{name}: theory, mean-field moments (independent units)", fontsize=9)
-        fig.tight_layout()
-        save_figure(fig, OUT / f"chain_{name}.png")
-        plt.close(fig)
+        tables += checks(preds, sim, "network", name)
+        side_by_side(name, sim, {"theory, moments from points through the network": preds["theory, sampled moments"],
+                                 "theory, mean-field moments (independent units)":
+                                     preds["theory, mean-field moments"]})
     out = pd.concat(tables, ignore_index=True)
     return out[out["simulated"] > 0].reset_index(drop=True)
 
@@ -188,19 +202,9 @@ def main() -> None:
         print(name)
         sim = simulated(name, args.trials)
         preds = predictions(name, sim, model)
-        for method, pred in preds.items():
-            tab = pred.check(sim)
-            tab.insert(0, "method", method)
-            tab.insert(0, "architecture", name)
-            tables.append(tab)
-        fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.5 * len(preds["theory"].stages) + 3), 4.2), sharey=True)
-        plot_chain_prediction(preds["theory"], sim, ax=axes[0])
-        plot_chain_prediction(preds["regression"], sim, ax=axes[1])
-        axes[0].set_title(f"{name}: theory (analytic mode)", fontsize=9)
-        axes[1].set_title(f"{name}: default regression models, propagated state", fontsize=9)
-        fig.tight_layout()
-        save_figure(fig, OUT / f"chain_{name}.png")
-        plt.close(fig)
+        tables += checks(preds, sim, "architecture", name)
+        side_by_side(name, sim, {"theory (analytic mode)": preds["theory"],
+                                 "default regression models, propagated state": preds["regression"]})
     write_table(trained_weights(args.trials, model), "trained")
     by_stage = pd.concat(tables, ignore_index=True)
     by_stage = by_stage[by_stage["simulated"] > 0].reset_index(drop=True)  # stages before the first kink
