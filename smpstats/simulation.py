@@ -37,8 +37,12 @@ logger = logging.getLogger(__name__)
 
 #: Per-signal statistics recorded with suffix ``_in`` and ``_out``.
 #: ``sigma`` is the mean over units of each unit's std over t; ``sigma_pool`` the std over all units
-#: and t together (it adds the spread of the units' means; the theory's sigma for a layer).
-STAT_COLUMNS = ("mu", "sigma", "sigma_pool", "sigma_dot", "smp", "kinks", "resolved", "n_units", "n_measured")
+#: and t together (it adds the spread of the units' means; the theory's sigma for a layer);
+#: ``sigma_chan`` the std within a channel (units of one channel and t, about the channel's own
+#: mean; channels are the first axis of a (channels, ...) shape, a 1-D shape is one channel): the
+#: spread that max pooling sees inside its windows, which the channels' different means do not enter.
+STAT_COLUMNS = ("mu", "sigma", "sigma_pool", "sigma_chan", "sigma_dot", "smp", "kinks", "resolved", "n_units",
+                "n_measured")
 
 #: Entropy word that separates the unit-subset stream from the trial's other streams.
 _UNIT_STREAM = 0x756E697473
@@ -123,10 +127,23 @@ class _Scratch:
         return self._buffer[:size].reshape(shape)
 
 
-def _signal_stats(y: np.ndarray, n_units: int, dt: float, scratch: _Scratch, *, grid: bool = True) -> dict[str, float]:
+def _within_channel_variance(mean: np.ndarray, variance: np.ndarray, channel: np.ndarray) -> float:
+    """Mean over units of the variance about their channel's mean: each unit's variance over t plus
+    its mean's squared distance from the mean of its channel's (measured) units.
+
+    With one channel this is ``sigma_pool ** 2``.
+    """
+    _, code = np.unique(channel, return_inverse=True)
+    centre = np.bincount(code, mean) / np.bincount(code)
+    return float(np.mean(variance + (mean - centre[code]) ** 2))
+
+
+def _signal_stats(y: np.ndarray, channel: np.ndarray, n_units: int, dt: float, scratch: _Scratch, *,
+                  grid: bool = True) -> dict[str, float]:
     """Statistics of signals ``y`` of shape (n_measured, n_points), time along the last axis (C-contiguous).
 
-    ``y`` holds all ``n_units`` units of a stage or a random subset of them.
+    ``y`` holds all ``n_units`` units of a stage or a random subset of them;
+    ``channel`` (shape (n_measured,)) is each one's channel.
     ``grid=False`` leaves out the grid SMP (``smp``, ``kinks`` and ``resolved``
     are NaN), for callers that measure it another way.
     """
@@ -140,6 +157,7 @@ def _signal_stats(y: np.ndarray, n_units: int, dt: float, scratch: _Scratch, *, 
         "mu": float(mu),
         "sigma": float(np.sqrt(variance).mean()),
         "sigma_pool": float(np.sqrt(np.mean(variance + (mean - mu) ** 2))),
+        "sigma_chan": float(np.sqrt(_within_channel_variance(mean, variance, channel))),
         "sigma_dot": float(np.sqrt(np.einsum("ij,ij->", dy, dy) / dy.size) / dt),
         "smp": math.nan,
         "kinks": math.nan,
@@ -155,20 +173,23 @@ def _signal_stats(y: np.ndarray, n_units: int, dt: float, scratch: _Scratch, *, 
     return stats
 
 
-def _units_by_time(y: torch.Tensor | np.ndarray, n_points: int, max_units: int | None,
-                   rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """(n_points, *shape) -> (contiguous float64 array (n_measured, n_points), n_units).
+def _units_by_time(y: torch.Tensor | np.ndarray, shape: tuple[int, ...], max_units: int | None,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """(n_points, *shape) -> (contiguous float64 array (n_measured, n_points), channels (n_measured,), n_units).
 
     At most ``max_units`` units are kept: a random subset drawn from ``rng``
     (the per-unit means stay unbiased). The subset is gathered and transposed
-    in one copy.
+    in one copy. A unit's channel is its index on the first axis of a shape
+    of two or more axes; a 1-D shape is one channel.
     """
     a = y.numpy() if isinstance(y, torch.Tensor) else y
-    a = a.reshape(n_points, -1)
+    a = a.reshape(a.shape[0], -1)
     n_units = a.shape[1]
+    per_channel = int(np.prod(shape[1:])) if len(shape) >= 2 else n_units
     if max_units is not None and n_units > max_units:
-        return np.ascontiguousarray(a.T[np.sort(rng.choice(n_units, size=max_units, replace=False))]), n_units
-    return np.ascontiguousarray(a.T), n_units
+        keep = np.sort(rng.choice(n_units, size=max_units, replace=False))
+        return np.ascontiguousarray(a.T[keep]), keep // per_channel, n_units
+    return np.ascontiguousarray(a.T), np.arange(n_units) // per_channel, n_units
 
 
 def _forward(chain: Chain, x: torch.Tensor, chunk_size: int | None) -> list[torch.Tensor]:
@@ -252,7 +273,8 @@ def _run_trial(chain: Chain, family: InputFamily, trial: int, trial_seed: int, n
     unit_rng = np.random.default_rng([trial_seed, _UNIT_STREAM])
     exact = _exact_stage_stats(chain, draw, family) if common["method"] == "exact" else None
     grid = exact is None  # the exact walk replaces the grid SMP (the moments come from the grid either way)
-    stats_in = _signal_stats(*_units_by_time(draw.x, n_points, max_units, unit_rng), dt, scratch, grid=grid)
+    stats_in = _signal_stats(*_units_by_time(draw.x, chain.input_shape, max_units, unit_rng), dt, scratch,
+                             grid=grid)
     if exact is not None:
         stats_in.update(smp=0.0, kinks=0.0, resolved=1.0)  # a segment or a smooth path: no kinks of its own
     rows = []
@@ -260,7 +282,8 @@ def _run_trial(chain: Chain, family: InputFamily, trial: int, trial_seed: int, n
         if isinstance(chain.stages[k].module, torch.nn.Flatten):
             stats_out = stats_in  # the same signals, reshaped
         else:
-            stats_out = _signal_stats(*_units_by_time(out, n_points, max_units, unit_rng), dt, scratch, grid=grid)
+            stats_out = _signal_stats(*_units_by_time(out, chain.stages[k].out_shape, max_units, unit_rng), dt,
+                                      scratch, grid=grid)
             if exact is not None:
                 stats_out.update(exact[k])
         row = {**head, **stage_cols[k], **family_cols}

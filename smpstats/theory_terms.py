@@ -36,7 +36,7 @@ import pandas as pd
 from . import theory
 from .errors import InputError
 
-__all__ = ["FAMILIES", "block_family", "theory_terms", "REQUIRED_COLUMNS"]
+__all__ = ["FAMILIES", "block_family", "theory_terms", "previous_specs", "REQUIRED_COLUMNS"]
 
 #: Block name -> family: blocks in a family share one transfer model (and its pooling).
 FAMILIES: dict[str, str] = {
@@ -205,6 +205,25 @@ def _smooth_after_maxpool(name, beta, k, mu, sigma, sigma_dot, length, smp_in):
     return switch_gain * switches + max_gain * (smp_in - switches)
 
 
+def previous_specs(samples: pd.DataFrame) -> pd.Series:
+    """block_spec of the previous stage of the same trial ("" for stage 1).
+
+    Uses the ``prev_block_spec`` column when present (tables that keep only
+    some stages, as :func:`smpstats.block_samples` makes),
+    else looks the previous stage up by ``(source, trial, stage - 1)``.
+    """
+    if "prev_block_spec" in samples.columns:
+        return samples["prev_block_spec"].fillna("").astype(str)
+    if not {"trial", "stage", "block_spec"} <= set(samples.columns):
+        return pd.Series("", index=samples.index)
+    keys = (["source"] if "source" in samples.columns else []) + ["trial", "stage"]
+    lookup = samples.set_index(keys)["block_spec"].astype(str)
+    lookup = lookup[~lookup.index.duplicated()]
+    prev_index = pd.MultiIndex.from_frame(samples[keys].assign(stage=samples["stage"] - 1))
+    prev = lookup.reindex(prev_index).fillna("").to_numpy()
+    return pd.Series(prev, index=samples.index)
+
+
 def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
     """Expected output SMP per unit of each row's block: new and carried parts.
 
@@ -231,6 +250,8 @@ def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
             f"samples lack the column(s) {', '.join(missing)}; pass a table from smpstats.simulate "
             f"(needs {', '.join(REQUIRED_COLUMNS)} and the block parameters)."
         )
+    if "prev_block_spec" not in samples.columns:
+        samples = samples.assign(prev_block_spec=previous_specs(samples))
     terms = theory_term_arrays(samples, len(samples), labels=samples.index)
     return pd.DataFrame(terms, index=samples.index)
 
@@ -270,20 +291,25 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     def is_block(*wanted: str) -> np.ndarray:
         return np.isin(names, wanted)[inverse.reshape(-1)]
 
-    def split(fn, m: np.ndarray, *extra) -> None:
+    def split(fn, m: np.ndarray, *extra, sigma: np.ndarray = sig) -> None:
         """new = fn(smp_in=0); carried = fn(smp_in) - new."""
         if not m.any():
             return
         args = [a[m] for a in extra]
-        n0 = np.asarray(fn(*args, mu[m], sig[m], sdot[m], length[m], 0.0), dtype=float)
-        n1 = np.asarray(fn(*args, mu[m], sig[m], sdot[m], length[m], smp_in[m]), dtype=float)
+        n0 = np.asarray(fn(*args, mu[m], sigma[m], sdot[m], length[m], 0.0), dtype=float)
+        n1 = np.asarray(fn(*args, mu[m], sigma[m], sdot[m], length[m], smp_in[m]), dtype=float)
         new[m], carried[m] = n0, np.maximum(n1 - n0, 0.0)
 
     split(lambda *a: theory.relu_expected_smp(*a), is_block("relu"))
     slope = np.where(blocks == "prelu", table.num("alpha", 0.25), table.num("negative_slope", 0.01))
     split(lambda s, *a: theory._leaky_relu_expected_smp(*a, s), is_block("leaky_relu", "prelu"), slope)
     k = _window(table, blocks)
-    split(lambda kk, *a: theory.maxpool_expected_smp(kk.astype(int), *a), is_block("maxpool1d", "maxpool2d"), k)
+    pool = is_block("maxpool1d", "maxpool2d")
+    # A window's inputs share their channel's mean, so switching sees the spread within the channel
+    # (sigma_chan_in where the table has it), not the spread of the channels' means.
+    chan = table.num("sigma_chan_in")
+    sig_window = np.where(np.isfinite(chan), np.maximum(chan, 1e-12 * np.maximum(1.0, np.abs(mu))), sig)
+    split(lambda kk, *a: theory.maxpool_expected_smp(kk.astype(int), *a), pool, k, sigma=sig_window)
     previous = _previous(table)
     after_relu = _after_relu(previous)
     m = is_block("maxpool1d", "maxpool2d") & after_relu & (mu > 0)  # ReLU outputs have a positive mean

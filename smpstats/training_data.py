@@ -120,10 +120,18 @@ _SPLITS = ("train", "holdout")
 
 
 def configs_digest(split: str) -> str:
-    """Short hex digest of a split's configurations: names cached samples and models built from them."""
+    """Short hex digest of a split's configurations and of the measured columns.
+
+    It names cached samples and models built from them, so that other
+    configurations or a table that measures other statistics
+    (:data:`smpstats.simulation.STAT_COLUMNS`) never reuse stale files.
+    """
+    from .simulation import STAT_COLUMNS
+
     if split not in _SPLITS:
         raise InputError(f"split must be 'train' or 'holdout'; got {split!r}.")
-    return hashlib.sha256(repr({f: c[split] for f, c in CONFIGS.items()}).encode()).hexdigest()[:10]
+    key = repr(({f: c[split] for f, c in CONFIGS.items()}, STAT_COLUMNS))
+    return hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
 def _families(families: Any) -> tuple[str, ...]:

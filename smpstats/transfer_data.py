@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .theory_terms import theory_terms
+from .theory_terms import previous_specs, theory_terms
 
 __all__ = ["design_frame", "COVARIATES", "units_averaged"]
 
@@ -39,25 +39,6 @@ COVARIATES = ("share_new", "log_rel", "log_res", "chained")
 
 #: Relative floor that keeps logs finite for (near-)constant inputs.
 _TINY = 1e-300
-
-
-def _previous_specs(samples: pd.DataFrame) -> pd.Series:
-    """block_spec of the previous stage of the same trial ("" for stage 1).
-
-    Uses the ``prev_block_spec`` column when present (tables that keep only
-    some stages, as :func:`smpstats.block_samples` makes),
-    else looks the previous stage up by ``(source, trial, stage - 1)``.
-    """
-    if "prev_block_spec" in samples.columns:
-        return samples["prev_block_spec"].fillna("").astype(str)
-    if not {"trial", "stage", "block_spec"} <= set(samples.columns):
-        return pd.Series("", index=samples.index)
-    keys = (["source"] if "source" in samples.columns else []) + ["trial", "stage"]
-    lookup = samples.set_index(keys)["block_spec"].astype(str)
-    lookup = lookup[~lookup.index.duplicated()]
-    prev_index = pd.MultiIndex.from_frame(samples[keys].assign(stage=samples["stage"] - 1))
-    prev = lookup.reindex(prev_index).fillna("").to_numpy()
-    return pd.Series(prev, index=samples.index)
 
 
 def units_averaged(samples: pd.DataFrame) -> np.ndarray:
@@ -104,7 +85,7 @@ def design_frame(samples: pd.DataFrame) -> pd.DataFrame:
         spec = samples["block_spec"].astype(str)
     else:
         spec = samples["block"].astype(str)
-    prev = _previous_specs(samples)
+    prev = previous_specs(samples)
     config = np.where(prev == "", spec, prev + " -> " + spec)
     sd_in = samples["sigma_dot_in"].to_numpy(float)
     length = samples["path_length"].to_numpy(float)

@@ -111,6 +111,7 @@ def test_statistics_of_every_stage_match_a_direct_computation():
             r = smp(y, draw.dt)
             expected = {
                 "mu_out": y.mean(), "sigma_out": y.std(axis=1).mean(), "sigma_pool_out": y.std(),
+                "sigma_chan_out": np.sqrt(np.mean(y.reshape(6, -1, n_points).var(axis=(1, 2)))),
                 "sigma_dot_out": np.sqrt(np.mean(np.diff(y, axis=1) ** 2)) / draw.dt,
                 "smp_out": r.value.mean(), "kinks_out": r.n_peaks.mean(), "resolved_out": r.resolved.mean(),
             }
@@ -447,3 +448,15 @@ def test_exact_method_rejects_smooth_blocks():
 
     with pytest.raises(NotPiecewiseLinearError, match="gelu|GELU"):
         simulate("gelu", 1, input_shape=(4,), path="segment", method="exact")
+
+
+def test_sigma_chan_leaves_out_the_spread_of_the_channel_means():
+    """A conv's channels have different means (input mean times their weight sums): sigma_chan is the spread
+    inside a channel; one channel (a 1-D shape) makes it the pooled std."""
+    conv = simulate("conv1d(out_channels=8, kernel_size=3)", 4, seed=2, input_shape=(2, 40), n_points=256,
+                    path=SmoothInputs(mu=2.0))
+    assert (conv["sigma_chan_out"] < 0.9 * conv["sigma_pool_out"]).all()
+    assert (conv["sigma_chan_out"] > conv["sigma_out"]).all()  # it keeps the spread of units' means in a channel
+    dense = simulate("linear(out_features=16)", 3, seed=2, input_shape=(12,), n_points=256)
+    np.testing.assert_allclose(dense["sigma_chan_out"], dense["sigma_pool_out"], rtol=1e-12)
+    np.testing.assert_allclose(dense["sigma_chan_in"], dense["sigma_pool_in"], rtol=1e-12)

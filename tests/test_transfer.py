@@ -121,6 +121,27 @@ def test_theory_terms_against_simulation(spec, shape, path, tol):
     assert df["smp_out"].mean() / t["theory"].mean() - 1 == pytest.approx(0.0, abs=tol)
 
 
+def test_max_pooling_after_a_conv_switches_on_the_spread_within_channels():
+    """The inputs of one pooling window share their channel's mean; the spread of the channels' means
+    (input mean times each channel's weight sum) does not make them tie more often."""
+    df = smpstats.simulate("conv1d(out_channels=8, kernel_size=5) | maxpool1d(kernel_size=3)", n_trials=30, seed=9,
+                           input_shape=(8, 64), path="smooth", n_points=1024)
+    pool = df[df["stage"] == 2]
+    ratio = pool["smp_out"].mean() / theory_terms(pool)["theory"].mean()
+    assert ratio - 1 == pytest.approx(0.0, abs=0.04)
+    pooled = theory_terms(pool.drop(columns="sigma_chan_in"))["theory"].mean()  # the layer's pooled std
+    assert pool["smp_out"].mean() / pooled - 1 > 0.05
+
+
+def test_theory_terms_look_the_previous_block_up_in_a_chain_table():
+    """A simulate table of a chain has no prev_block_spec column: the block before is found by trial and stage."""
+    df = smpstats.simulate("relu | maxpool1d(kernel_size=3)", n_trials=4, seed=2, input_shape=(4, 32), n_points=256)
+    pool = df["stage"] == 2
+    np.testing.assert_allclose(theory_terms(df)["theory"][pool],
+                               theory_terms(df[pool].assign(prev_block_spec="relu"))["theory"], rtol=1e-12)
+    assert not np.allclose(theory_terms(df)["theory"][pool], theory_terms(df[pool])["theory"], rtol=0.01)
+
+
 @pytest.mark.parametrize("spec, path", [("relu | silu", "smooth"), ("relu | tanh", "smooth"),
                                         ("relu | gelu", "kinked")])
 def test_smooth_activation_after_relu_scales_the_relus_kinks_by_the_slope_at_zero(spec, path):
