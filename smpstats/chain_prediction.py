@@ -312,7 +312,7 @@ def predict_chain(
     from .chain_reading import given_weight_columns, read_chain
     from .inputs import as_input_family
     from .finite_width import FiniteWidth
-    from .mean_field import propagate_moments
+    from .mean_field import between_channel_share, propagate_moments
     from .kink_transport import given_weight_smp
     from .sampled_moments import sampled_stage_moments
     from .simulation import _default_input_shape, _stage_columns
@@ -354,15 +354,19 @@ def predict_chain(
     kinks.add_new(smp)
     stage_rows, predictive = [], []
     prev_spec, prev_cols = "", None
+    share = np.zeros(n_draws)  # of the pooled variance, the spread of the channels' means (inputs: none)
     stage_columns = [{**c, **g} for c, g in zip(_stage_columns(chain), given_weight_columns(chain))]
     for k, cols in enumerate(stage_columns, start=1):
-        rows = {**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma, "sigma_dot_in": sigma_dot,
-                "smp_in": smp, "path_length": length, "dt": dt, "prev_block_spec": prev_spec}
+        rows = {**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma,
+                "sigma_chan_in": sigma * np.sqrt(1.0 - share), "sigma_dot_in": sigma_dot, "smp_in": smp, "path_length": length, "dt": dt, "prev_block_spec": prev_spec}
         terms = theory_term_arrays(rows, n_draws)
         new = terms["theory_new"]
         if propagate:
             new = new * _norm_heterogeneity(prev_cols)
-            out = sampled[k] if sampled is not None else propagate_moments(cols["block"], cols, mu, sigma, sigma_dot)
+            if sampled is not None:
+                out = sampled[k]
+            else:
+                out = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot, share)
             if width is not None:  # the realised output of this draw's finite network, and its units' new kinks
                 *out, kink_factor = width.step(cols["block"], cols, (mu, sigma, sigma_dot), out, rng, length)
                 new = new * kink_factor
@@ -392,6 +396,7 @@ def predict_chain(
                            "mu_in": mu.mean(), "sigma_pool_in": sigma.mean(), "sigma_dot_in": sigma_dot.mean()})
         predictive.append(Predictive(smp_out[None, :], kind="theory" if isinstance(model, str) else model.kind))
         if propagate:
+            share = between_channel_share(cols["block"], cols, mu, sigma, share)
             mu, sigma, sigma_dot = out
         smp = smp_out
         prev_spec, prev_cols = cols["block_spec"], cols

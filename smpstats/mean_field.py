@@ -14,6 +14,11 @@ and shifts).
 All functions are vectorised over arrays of states (one per Monte Carlo
 draw).
 
+:func:`between_channel_share` follows how much of the pooled variance is
+the spread of the channels' means (the units of a conv's channel share its
+weights and bias, so they share a mean): max pooling, whose windows lie
+inside one channel, switches on the variance within a channel only.
+
 The realised moments of one random network of finite width are in
 :mod:`smpstats.finite_width`.
 """
@@ -28,7 +33,7 @@ import numpy as np
 from . import theory
 from .errors import InputError
 
-__all__ = ["propagate_moments", "smooth_activation_moments"]
+__all__ = ["propagate_moments", "smooth_activation_moments", "between_channel_share"]
 
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(80)
 _GH_W = _GH_W / _GH_W.sum()
@@ -122,7 +127,7 @@ def _given_batchnorm_moments(params: Mapping[str, Any], mu, sigma, sigma_dot):
                    p["bn_gain_shift"], p["bn_gain_sq"])
 
 
-def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_dot):
+def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_dot, share=0.0):
     """Output ``(mu, sigma, sigma_dot)`` of one block for input states (arrays of the same shape).
 
     Parameters
@@ -137,6 +142,12 @@ def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_do
         then those of these weights rather than the init family's.
     mu, sigma, sigma_dot : arrays
         Layer mean, pooled std (>= 0) and RMS slope of the input.
+    share : float or array, default=0
+        Share of ``sigma**2`` that is the spread of the channels' means
+        (:func:`between_channel_share`). Max pooling maximises within a
+        channel: its inputs are ``N(m_c, (1 - share) sigma**2)`` with the
+        channel means ``m_c`` spread by ``share sigma**2``, which passes
+        unchanged.
     """
     mu, sigma, sigma_dot = (np.asarray(v, dtype=float) for v in (mu, sigma, sigma_dot))
     sig = np.maximum(sigma, 1e-300)
@@ -153,7 +164,9 @@ def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_do
         return tuple(np.asarray(v, float) for v in theory.leaky_relu_output_moments(mu, sig, sigma_dot, slope))
     if block in ("maxpool1d", "maxpool2d"):
         k = int(params["window"])
-        return tuple(np.asarray(v, float) for v in theory.max_output_moments(k, mu, sig, sigma_dot))
+        within = np.maximum(np.sqrt(1.0 - np.asarray(share, dtype=float)) * sig, 1e-300)
+        m, s, d = (np.asarray(v, float) for v in theory.max_output_moments(k, mu, within, sigma_dot))
+        return m, np.sqrt(s**2 + np.maximum(sigma**2 - within**2, 0.0)), d
     if block in ("avgpool1d", "avgpool2d"):
         k = float(params["window"])  # independent units: variances shrink by 1/k (an upper bound when correlated)
         return mu.copy(), sigma / math.sqrt(k), sigma_dot / math.sqrt(k)
@@ -170,3 +183,43 @@ def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_do
     if block == "flatten":
         return mu.copy(), sigma.copy(), sigma_dot.copy()
     raise InputError(f"No moment propagation for block {block!r}.")
+
+
+def between_channel_share(block: str, params: Mapping[str, Any], mu, sigma, share):
+    """Share of a block's output variance (pooled) that is the spread of its channels' means.
+
+    Channels are the first axis of a (channels, ...) layer, as in
+    ``sigma_chan`` of :func:`smpstats.simulate`; a 1-D layer is one channel
+    (share 0). The input's pooled variance ``sigma**2`` splits into
+    ``B = share sigma**2`` between channels and ``W`` within them; the
+    within part of the output is
+
+    * conv: ``sigma_w**2 W`` (given weights: ``w_sq W``), as a channel's
+      units share its weights and bias; batch norm: ``E[gamma**2 / var] W``
+      (given statistics: ``mean gamma_c**2 / var_c``); the rest of the
+      output's mean-field variance (:func:`propagate_moments`) is between;
+    * average pooling: ``W / k``; max pooling: ``W`` times the variance of
+      the max of ``k`` standard normals; ``B`` is unchanged;
+    * linear and flatten: one channel (share 0); element-wise activations:
+      the share is unchanged (a channel's mean moves with its units).
+
+    Mean-field expectations throughout, so that a draw's realised
+    (finite-width) moments cannot push the share to 1. Arrays broadcast
+    together (one entry per draw); the result lies in [0, 1).
+    """
+    mu, sigma, share = (np.asarray(v, dtype=float) for v in (mu, sigma, share))
+    between, within = share * sigma**2, (1.0 - share) * sigma**2
+    if block in ("linear", "flatten"):
+        return np.zeros(np.broadcast(mu, sigma, share).shape)
+    if block in ("conv1d", "conv2d", "batchnorm"):
+        if block == "batchnorm":
+            gain_sq = float(params["bn_gain_sq"]) if _given(params, _GIVEN_BATCHNORM) else _BN_GAMMA2 * _BN_E_INV_VAR
+        else:
+            gain_sq = float(params["w_sq"]) if _given(params, _GIVEN_AFFINE) else float(params["sigma_w"]) ** 2
+        total = propagate_moments(block, params, mu, sigma, np.zeros_like(sigma))[1] ** 2
+        return np.clip(1.0 - gain_sq * within / np.maximum(total, 1e-300), 0.0, 1.0 - 1e-12)
+    if block in ("avgpool1d", "avgpool2d", "maxpool1d", "maxpool2d"):
+        k = int(params["window"])
+        factor = 1.0 / k if block.startswith("avg") else float(theory.max_output_moments(k, 0.0, 1.0).sigma) ** 2
+        return between / np.maximum(between + factor * within, 1e-300)
+    return np.broadcast_to(share, np.broadcast(mu, sigma, share).shape).copy()

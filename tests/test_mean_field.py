@@ -110,3 +110,35 @@ def test_rectifier_kinks_follow_the_pooled_formula_without_radial_motion():
     m, s, d = relu_output_moments(0.0, 1.3, 5.0)
     assert mu.mean() == pytest.approx(m, rel=0.01) and sigma.mean() == pytest.approx(s, rel=0.01)
     assert sigma_dot.mean() == pytest.approx(d, rel=0.01)
+
+
+@pytest.mark.parametrize("spec, shape", [
+    ("conv1d(out_channels=8, kernel_size=3)", (4, 48)),
+    ("conv1d(out_channels=8, kernel_size=3) | batchnorm", (4, 48)),
+    ("conv1d(out_channels=8, kernel_size=3) | maxpool1d(kernel_size=2)", (4, 48)),
+    ("conv1d(out_channels=8, kernel_size=3) | gelu | linear(out_features=5)", (4, 48)),
+])
+def test_between_channel_share_matches_simulated_within_channel_spread(spec, shape):
+    """The variance within and between channels (share of the pooled variance) against sigma_chan and
+    sigma_pool of simulations, averaged over random networks; a linear layer's output is one channel."""
+    from smpstats.mean_field import between_channel_share
+
+    family = SmoothInputs(mu=(0.5, 1.5), sigma=(0.5, 1.0), length_scale=0.15)
+    sim = smpstats.simulate(spec, n_trials=40, seed=3, input_shape=shape, n_points=257, path=family)
+    cols = _stage_columns(smpstats.build_chain(spec, shape))
+    first = sim[sim["stage"] == 1]
+    mu, sigma, sigma_dot = (first[c].to_numpy() for c in ("mu_in", "sigma_pool_in", "sigma_dot_in"))
+    share = np.zeros_like(mu)
+    for c in cols:
+        mu_in, sigma_in = mu, sigma
+        mu, sigma, sigma_dot = propagate_moments(c["block"], c, mu, sigma, sigma_dot, share)
+        share = between_channel_share(c["block"], c, mu_in, sigma_in, share)
+    last = sim[sim["stage"] == len(cols)]
+    within, pooled = last["sigma_chan_out"].to_numpy() ** 2, last["sigma_pool_out"].to_numpy() ** 2
+    assert np.mean((1 - share) * sigma**2) == pytest.approx(within.mean(), rel=0.15)
+    if spec.endswith("linear(out_features=5)"):
+        assert (share == 0).all() and np.allclose(within, pooled)
+    else:  # a case where the split matters
+        assert np.mean(pooled - within) > 0.3 * pooled.mean()
+        # the simulated spread is about the realised layer mean, which itself varies by 1/8 of it (8 channels)
+        assert np.mean(share * sigma**2) * 7 / 8 == pytest.approx(np.mean(pooled - within), rel=0.15)
