@@ -163,8 +163,10 @@ def main() -> None:
         coverage.append(tab)
     cov = pd.concat(coverage, ignore_index=True)
     cols = ["tier", "family", "n", "mean_rel_error", "theory_rel_error", "coverage_50", "coverage_90", "coverage_95",
-            "crps", "pit_ks_p", "qr_coverage_90", "fit_seconds"]
+            "crps", "pit_ks_p", "n_configs", "config_coverage_90", "qr_coverage_90", "fit_seconds"]
     write_table(cov[[c for c in cols if c in cov]], "coverage")
+    write_table(pd.concat([reports[k][0].configs.assign(tier=k) for k in ("regression", "bayes")], ignore_index=True),
+                "config_coverage")
 
     report, model = reports["bayes"]
     diag = {k: v for k, v in report.diagnostics.items()}

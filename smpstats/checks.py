@@ -7,6 +7,16 @@ distributions per block family:
 * error of the predictive mean and of the theory against the observed mean;
 * coverage of the central 50, 90 and 95 % predictive intervals;
 * CRPS (lower is better) and the PIT values (uniform when calibrated);
+* at the level of configurations: the predictive distribution of each
+  held-out configuration's mean SMP (the draws averaged over its rows,
+  which share the configuration's effect in every draw), its 90 % interval
+  and PIT. A family has a handful of configurations, and where the spread
+  between configurations dominates the spread between a configuration's
+  trials, each configuration's trials fall in or out of their intervals
+  together: the family's trial coverage then counts how many of its few
+  configurations fall inside. The coverage of the configurations' means,
+  pooled over all families, is the check of the spread between
+  configurations;
 * for the regression tier, the coverage of the quantile-regression 90 %
   interval (a distribution-free comparison);
 * for the Bayesian tier, the convergence diagnostics of the fit and, on the
@@ -61,8 +71,13 @@ class CheckReport:
         One row per block family plus ``all``: ``n``, ``observed_mean``,
         ``predicted_mean``, ``mean_rel_error``, ``theory_rel_error``,
         ``coverage_50``/``_90``/``_95``, ``crps``, ``pit_ks_p`` (KS test of
-        the PIT values against U(0, 1)) and, for regression,
-        ``qr_coverage_90``.
+        the PIT values against U(0, 1)), ``n_configs`` and
+        ``config_coverage_90`` (share of the configurations whose mean SMP
+        lies in its 90 % interval) and, for regression, ``qr_coverage_90``.
+    configs : pandas.DataFrame
+        Per held-out configuration: family, config, ``n`` rows, observed and
+        predicted mean SMP, ``lower_90``/``upper_90`` of the predictive
+        distribution of that mean, and its ``pit``.
     rows : pandas.DataFrame
         Per held-out row: family, config, observed, theory, predictive mean,
         interval bounds, CRPS and PIT.
@@ -79,6 +94,7 @@ class CheckReport:
     kind: str
     table: pd.DataFrame
     rows: pd.DataFrame
+    configs: pd.DataFrame
     diagnostics: dict[str, Any] = field(default_factory=dict)
     loo_pit: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
@@ -94,7 +110,8 @@ class CheckReport:
     def summary(self) -> str:
         lines = [f"Check of the {self.kind} transfer model on {int(self.table['n'].iloc[-1])} held-out rows"]
         cols = ["family", "n", "mean_rel_error", "theory_rel_error", "coverage_50", "coverage_90", "coverage_95",
-                "crps", "pit_ks_p"] + (["qr_coverage_90"] if "qr_coverage_90" in self.table else [])
+                "crps", "pit_ks_p", "n_configs", "config_coverage_90"] + (
+                    ["qr_coverage_90"] if "qr_coverage_90" in self.table else [])
         lines.append(self.table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         d = self.diagnostics
         if "r_hat_max" in d:
@@ -103,6 +120,10 @@ class CheckReport:
         if "elpd_loo" in d:
             lines.append(f"PSIS-LOO on the training rows: elpd {d['elpd_loo']:.1f} (se {d['elpd_loo_se']:.1f}), "
                          f"p_loo {d['p_loo']:.1f}, Pareto k > 0.7: {d['pareto_k_bad']} rows")
+        covered = self.configs["in_90"]
+        lines.append(f"Configurations: the 90 % intervals of their mean SMP hold {int(covered.sum())} of "
+                     f"{len(covered)} ({covered.mean():.0%}; binomial 90 % range "
+                     f"{_binomial_range(len(covered)):s}), the check of the spread between configurations.")
         lo, hi = COVERAGE_TARGET
         lines.append(f"Target: 90 % intervals cover {lo:.0%}-{hi:.0%} for every family: "
                      f"{'met' if self.passed else 'NOT met'}.")
@@ -114,14 +135,39 @@ class CheckReport:
             "kind": self.kind,
             "passed": self.passed,
             "table": [{k: _nan_json(v) for k, v in r.items()} for r in self.table.to_dict(orient="records")],
+            "configs": [{k: _nan_json(v) for k, v in r.items()} for r in self.configs.to_dict(orient="records")],
             "diagnostics": {k: _nan_json(v) for k, v in self.diagnostics.items()},
             "warnings": list(self.warnings),
         }
 
 
-def _family_table(rows: pd.DataFrame, have_qr: bool) -> pd.DataFrame:
+def _binomial_range(n: int, p: float = 0.9) -> str:
+    """Central 90 % range of the share of ``n`` calibrated 90 % intervals that hold their value, as text."""
+    lo, hi = stats.binom.ppf([0.05, 0.95], n, p) / n
+    return f"{lo:.0%}-{hi:.0%}"
+
+
+def _config_table(rows: pd.DataFrame, draws: np.ndarray) -> pd.DataFrame:
+    """Predictive distribution of each configuration's mean SMP against the observed mean (module doc).
+
+    ``draws`` has shape (n_rows, n_draws), rows in the order of ``rows``.
+    """
+    out = []
+    for (fam, cfg), at in rows.groupby(["family", "config"], sort=True).indices.items():
+        mean_draws = draws[at].mean(axis=0)
+        observed = float(rows["observed"].to_numpy()[at].mean())
+        lo, hi = np.quantile(mean_draws, [0.05, 0.95])
+        below, ties = np.mean(mean_draws < observed), np.mean(mean_draws == observed)
+        out.append({"family": fam, "config": cfg, "n": len(at), "observed_mean": observed,
+                    "predicted_mean": float(mean_draws.mean()), "lower_90": lo, "upper_90": hi,
+                    "in_90": bool(lo <= observed <= hi), "pit": below + ties / 2})
+    return pd.DataFrame(out)
+
+
+def _family_table(rows: pd.DataFrame, configs: pd.DataFrame, have_qr: bool) -> pd.DataFrame:
     out = []
     for fam, g in list(rows.groupby("family", sort=True)) + [("all", rows)]:
+        c = configs if fam == "all" else configs[configs["family"] == fam]
         obs_mean = g["observed"].mean()
         rec = {
             "family": fam, "n": len(g), "observed_mean": obs_mean, "predicted_mean": g["pred_mean"].mean(),
@@ -133,6 +179,8 @@ def _family_table(rows: pd.DataFrame, have_qr: bool) -> pd.DataFrame:
             rec[f"coverage_{k}"] = float(((g["observed"] >= g[f"lower_{k}"]) & (g["observed"] <= g[f"upper_{k}"])).mean())
         rec["crps"] = g["crps"].mean()
         rec["pit_ks_p"] = stats.kstest(g["pit"], "uniform").pvalue if len(g) >= 5 else np.nan
+        rec["n_configs"] = len(c)
+        rec["config_coverage_90"] = float(c["in_90"].mean())
         if have_qr:
             rec["qr_coverage_90"] = float(((g["observed"] >= g["qr_q05"]) & (g["observed"] <= g["qr_q95"])).mean())
         out.append(rec)
@@ -173,7 +221,9 @@ def check(model: TransferModel, holdout: pd.DataFrame, *, n_draws: int = 1000, s
     if have_qr:
         q = model.predict_quantiles(holdout)  # type: ignore[attr-defined]
         rows["qr_q05"], rows["qr_q95"] = q["q05"].to_numpy(), q["q95"].to_numpy()
-    report = CheckReport(model.kind, _family_table(rows, have_qr), rows, predictive=pred, warnings=list(model.warnings))
+    configs = _config_table(rows, pred.draws)
+    report = CheckReport(model.kind, _family_table(rows, configs, have_qr), rows, configs, predictive=pred,
+                         warnings=list(model.warnings))
     if model.kind == "bayes":
         _bayes_checks(model, report, seed)
     lo, hi = COVERAGE_TARGET

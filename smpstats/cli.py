@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a fitted transfer model on held-out samples (coverage, CRPS, PIT, LOO)",
         description=(
             "Score a fitted transfer model (smpstats.check) on held-out samples: error of the mean, "
-            "coverage of 50/90/95 % predictive intervals, CRPS and PIT per block family; for Bayesian "
+            "coverage of 50/90/95 % predictive intervals, CRPS and PIT per block family, and the coverage of "
+            "each held-out configuration's mean SMP (the check of the spread between configurations); for Bayesian "
             "fits also R-hat, ESS, divergences, PSIS-LOO and LOO-PIT. Prints a table (or JSON) and "
             "writes figures. Exit status 1 when a family's 90 % coverage is outside 85-95 % or the fit "
             "failed its diagnostics."

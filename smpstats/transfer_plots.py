@@ -14,7 +14,8 @@ import numpy as np
 from .checks import PROBS, CheckReport
 from .plotting import _pyplot as _plt
 
-__all__ = ["plot_bands", "plot_coverage", "plot_pit", "plot_ppc", "plot_loo_pit", "check_figures"]
+__all__ = ["plot_bands", "plot_coverage", "plot_config_intervals", "plot_pit", "plot_ppc", "plot_loo_pit",
+           "check_figures"]
 
 
 def plot_bands(report: CheckReport, family: str, *, max_points: int = 300):
@@ -122,10 +123,41 @@ def plot_loo_pit(model: Any, seed: int = 0):
     return fig
 
 
+def plot_config_intervals(report: CheckReport):
+    """Each held-out configuration's mean SMP against the 90 % interval of its predictive distribution.
+
+    Everything is divided by the predicted mean (1 = the prediction), one
+    row per configuration grouped by family; filled points lie inside.
+    """
+    plt = _plt()
+    cfg = report.configs
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(cfg) + 1.2))
+    y = np.arange(len(cfg))[::-1]
+    scale = cfg["predicted_mean"].to_numpy()
+    families = list(dict.fromkeys(cfg["family"]))
+    for i, fam in enumerate(families):
+        m = (cfg["family"] == fam).to_numpy()
+        inside = cfg["in_90"].to_numpy(bool)
+        ax.hlines(y[m], (cfg["lower_90"] / scale)[m], (cfg["upper_90"] / scale)[m], color=f"C{i}", lw=3, alpha=0.5,
+                  label=fam)
+        obs = (cfg["observed_mean"] / scale).to_numpy()
+        ax.scatter(obs[m & inside], y[m & inside], color=f"C{i}", s=14, zorder=3)
+        ax.scatter(obs[m & ~inside], y[m & ~inside], facecolor="white", edgecolor=f"C{i}", s=18, zorder=3)
+    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_yticks(y, [str(c)[:48] for c in cfg["config"]], fontsize=6)
+    ax.set_xlabel("configuration's mean SMP / predicted mean (bar: 90 % interval; open: outside)")
+    ax.set_title(f"{report.kind}: held-out configurations, {cfg['in_90'].mean():.0%} inside their 90 % interval")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def check_figures(report: CheckReport, model: Any = None) -> dict[str, Any]:
-    """All figures of a check: ``{file stem: Figure}`` (bands per family, coverage, PIT, PPC, LOO-PIT)."""
+    """All figures of a check: ``{file stem: Figure}`` (bands per family, coverage, configurations, PIT, PPC,
+    LOO-PIT)."""
     figs = {f"bands_{fam}": plot_bands(report, fam) for fam in report.table["family"] if fam != "all"}
     figs["coverage"] = plot_coverage(report)
+    figs["config_intervals"] = plot_config_intervals(report)
     figs["pit"] = plot_pit(report)
     if model is not None and getattr(model, "kind", "") == "bayes":
         figs["ppc"] = plot_ppc(model)

@@ -53,7 +53,9 @@ def test_samples_fit_check_round_trip(capsys, tmp_path):
     fam = {r["family"]: r for r in doc["table"]}
     assert fam["avgpool"]["n"] == 12 * len(CONFIGS["avgpool"]["holdout"])
     assert 0.0 <= fam["avgpool"]["coverage_90"] <= 1.0
-    assert sorted(p.name for p in figs.iterdir()) == ["bands_avgpool.png", "coverage.png", "pit.png"]
+    assert len(doc["configs"]) == len(CONFIGS["avgpool"]["holdout"])
+    assert sorted(p.name for p in figs.iterdir()) == ["bands_avgpool.png", "config_intervals.png", "coverage.png",
+                                                      "pit.png"]
 
 
 def test_check_errors_are_specific(capsys, tmp_path):
