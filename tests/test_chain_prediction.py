@@ -228,3 +228,17 @@ def test_max_pooling_right_after_a_conv_switches_on_the_spread_within_channels()
     pred = smpstats.predict_chain(spec, input_shape=shape, path="smooth", n_draws=1000, seed=1, n_points=1024)
     assert pred.predictive[1].mean().mean() / sim.loc[sim["stage"] == 2, "smp_out"].mean() == pytest.approx(1.0,
                                                                                                           abs=0.05)
+
+
+@pytest.mark.parametrize("sample_module", [False, True])
+def test_given_conv_then_max_pooling_is_predicted_within_channels(sample_module):
+    """Given weights: the rows' sums and biases spread the channels' means (mean-field rules, 0.93 with the
+    pooled std), or the windows are followed one by one (sampled)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv1d(8, 8, 5), torch.nn.MaxPool1d(3)).double()
+    sim = smpstats.simulate(module, n_trials=30, seed=4, input_shape=(8, 64), path="smooth", n_points=1024)
+    pred = smpstats.predict_chain(module, input_shape=(8, 64), path="smooth", n_draws=500, seed=1, n_points=1024,
+                                  sample_module=sample_module)
+    ratio = pred.predictive[1].mean().mean() / sim.loc[sim["stage"] == 2, "smp_out"].mean()
+    assert ratio == pytest.approx(1.0, abs=0.04)
