@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .processes import sample_random_kinks, se_fourier_modes
+from .processes import RandomKinks, sample_random_kinks, se_fourier_modes
 
 __all__ = ["InputFamily", "InputDraw", "SmoothInputs", "KinkedInputs", "SegmentInputs", "as_input_family",
            "INPUT_FAMILIES"]
@@ -53,6 +53,9 @@ class InputDraw:
     start, end : arrays of shape (n_units,) or None
         End points of straight-segment inputs (``x(t) = start + t / length *
         (end - start)``), which exact SMP needs.
+    kinks : RandomKinks or None
+        The kinks of kinked inputs (times, units, slope jumps), which exact
+        SMP needs.
     """
 
     t: np.ndarray
@@ -62,6 +65,7 @@ class InputDraw:
     n_kinks_true: np.ndarray | None = None
     start: np.ndarray | None = None
     end: np.ndarray | None = None
+    kinks: RandomKinks | None = None
 
     @property
     def dt(self) -> float:
@@ -232,7 +236,7 @@ class KinkedInputs(SmoothInputs):
         slope = (v @ tc) / (tc @ tc)
         v = v - v.mean(axis=1, keepdims=True) - slope[:, None] * tc
         x += v.T
-        return InputDraw(t=t, x=x, params=p, smp_true=kinks.smp, n_kinks_true=kinks.n_kinks)
+        return InputDraw(t=t, x=x, params=p, smp_true=kinks.smp, n_kinks_true=kinks.n_kinks, kinks=kinks)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "kink_rate": list(self.kink_rate), "jump_ratio": list(self.jump_ratio)}

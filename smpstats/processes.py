@@ -140,11 +140,17 @@ class RandomKinks:
         Exact SMP of each signal over the grid's span (sum of |slope jumps|).
     n_kinks : array of shape size
         Number of kinks inside the grid's span.
+    times, owner, jumps : arrays of shape (total kinks,)
+        Every kink: its time, the flat index of its signal and its slope jump
+        (signal units per time unit).
     """
 
     values: np.ndarray
     smp: np.ndarray
     n_kinks: np.ndarray
+    times: np.ndarray
+    owner: np.ndarray
+    jumps: np.ndarray
 
 
 def sample_random_kinks(
@@ -187,4 +193,7 @@ def sample_random_kinks(
         values=values.reshape(*size, n_times),
         smp=smp.reshape(size),
         n_kinks=counts.reshape(size),
+        times=times,
+        owner=owner,
+        jumps=jumps,
     )

@@ -29,7 +29,7 @@ import torch
 from ._validation import check_int
 from .blocks import INIT_FAMILIES, Chain, Stage, as_block_specs, build_chain
 from .errors import InputError, ResolutionWarning
-from .inputs import InputDraw, InputFamily, KinkedInputs, SegmentInputs, SmoothInputs, as_input_family
+from .inputs import InputDraw, InputFamily, SegmentInputs, SmoothInputs, as_input_family
 
 __all__ = ["simulate", "trial_seeds", "STAT_COLUMNS"]
 
@@ -275,8 +275,10 @@ def _run_trial(chain: Chain, family: InputFamily, trial: int, trial_seed: int, n
     grid = exact is None  # the exact walk replaces the grid SMP (the moments come from the grid either way)
     stats_in = _signal_stats(*_units_by_time(draw.x, chain.input_shape, max_units, unit_rng), dt, scratch,
                              grid=grid)
-    if exact is not None:
-        stats_in.update(smp=0.0, kinks=0.0, resolved=1.0)  # a segment or a smooth path: no kinks of its own
+    if exact is not None:  # a segment or a smooth path has no kinks of its own; kinked inputs know theirs
+        known = draw.kinks is not None
+        stats_in.update(smp=float(np.mean(draw.smp_true)) if known else 0.0,
+                        kinks=float(np.mean(draw.n_kinks_true)) if known else 0.0, resolved=1.0)
     rows = []
     for k, out in enumerate(outs):
         if isinstance(chain.stages[k].module, torch.nn.Flatten):
@@ -395,7 +397,10 @@ def simulate(
         blocks only): along the segment for ``path="segment"``, along the
         polyline through the grid points for ``path="smooth"`` (the network's
         kinks, not the polyline's corners; the grid sets how closely the
-        polyline follows the smooth path). Moments come from the grid either way.
+        polyline follows the smooth path), and for ``path="kinked"`` along
+        the same polyline plus the input's own kinks where they are, each
+        carried by the network's Jacobian there (``smp_in`` is then the
+        inputs' exact SMP). Moments come from the grid either way.
     max_units : int >= 1 or None, default=2048
         Largest number of units whose signals are measured per stage: wider
         stages are measured on a random subset (fixed by the trial seed), which
@@ -508,7 +513,9 @@ def _exact_stage_stats(chain: Chain, draw: InputDraw, family: InputFamily) -> li
     are walked along the polyline through their grid points, segment by
     segment (SMP in t is the segments' SMP in u over ``dt``): the network's
     kinks exactly, to O(dt**2) in their positions, without the polyline's
-    own corners, which are not the network's.
+    own corners, which are not the network's. Kinked inputs are walked the
+    same way, and their own kinks are added where they are
+    (:func:`_input_kinks_carried`).
     """
     from .exact import exact_smp
 
@@ -518,9 +525,13 @@ def _exact_stage_stats(chain: Chain, draw: InputDraw, family: InputFamily) -> li
     else:
         x = draw.x.reshape(-1, *chain.input_shape)
         start, end, scale = x[:-1], x[1:], 1.0 / draw.dt
-    result = exact_smp(_AllStages(chain), start, end, batched=True)
+    network = _AllStages(chain)
+    result = exact_smp(network, start, end, batched=True)
     smp = np.asarray(result.value).reshape(len(start), -1).sum(axis=0) * scale
     kinks = np.asarray(result.n_kinks).reshape(len(start), -1).sum(axis=0)
+    if draw.kinks is not None:  # the input's own kinks, carried by the network's Jacobians
+        carried_smp, carried_kinks = _input_kinks_carried(network, draw, chain.input_shape)
+        smp, kinks = smp + carried_smp, kinks + carried_kinks
     stats, offset = [], 0
     for stage in chain.stages:
         n = int(np.prod(stage.out_shape))
@@ -530,15 +541,48 @@ def _exact_stage_stats(chain: Chain, draw: InputDraw, family: InputFamily) -> li
     return stats
 
 
+#: Input kinks pushed through the network together.
+_KINK_CHUNK = 2048
+
+
+def _input_kinks_carried(network: torch.nn.Module, draw: InputDraw, input_shape: tuple[int, ...]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """SMP (per time unit) and kink count that the input's own kinks give every output element of ``network``.
+
+    A slope jump ``d`` of input unit ``u`` at time ``t`` is a jump
+    ``J(x(t)) d e_u`` of the outputs' slopes (``J`` the network's Jacobian
+    there, ``x(t)`` on the polyline through the grid points): summed
+    ``|.|`` over the kinks, and the kinks whose jump reaches an element.
+    Returns two arrays of shape (n_outputs,).
+    """
+    k = draw.kinks
+    n = np.minimum(np.floor(k.times / draw.dt).astype(np.int64), len(draw.t) - 2)
+    frac = (k.times - draw.t[n]) / draw.dt
+    smp = kinks = 0.0
+    with torch.no_grad():
+        for start in range(0, len(k.times), _KINK_CHUNK):
+            sl = slice(start, start + _KINK_CHUNK)
+            x = draw.x[n[sl]] + frac[sl, None] * (draw.x[n[sl] + 1] - draw.x[n[sl]])
+            tangent = np.zeros_like(x)
+            tangent[np.arange(len(x)), k.owner[sl]] = k.jumps[sl]
+            _, jump = torch.func.jvp(network, (torch.from_numpy(x.reshape(-1, *input_shape)),),
+                                     (torch.from_numpy(tangent.reshape(-1, *input_shape)),))
+            jump = jump.abs().numpy()
+            smp = smp + jump.sum(axis=0)
+            kinks = kinks + (jump > 0).sum(axis=0)
+    return np.asarray(smp, dtype=float), np.asarray(kinks, dtype=float)
+
+
 def _check_method(method: Any, family: InputFamily) -> str:
     if method == "grid":
         return method
     if method == "exact":
-        if isinstance(family, KinkedInputs) or not isinstance(family, (SegmentInputs, SmoothInputs)):
+        if not isinstance(family, (SegmentInputs, SmoothInputs)):
             raise InputError(
-                "method='exact' needs straight-segment inputs (path='segment') or smooth Gaussian-process inputs "
+                "method='exact' needs straight-segment inputs (path='segment'), smooth Gaussian-process inputs "
                 "(path='smooth', walked along the polyline through the grid points, whose corners are not "
-                f"counted); got path family {family.name!r}. Use method='grid' for inputs with kinks of their own."
+                "counted) or those with random kinks (path='kinked', whose kinks are known); got path family "
+                f"{family.name!r}. Use method='grid' for other inputs."
             )
         return method
     raise InputError(f"method must be 'grid' or 'exact'; got {method!r}.")

@@ -283,10 +283,6 @@ def test_too_few_points_warn():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(method="exact", path="kinked"),
-         "method='exact' needs straight-segment inputs (path='segment') or smooth Gaussian-process inputs "
-         "(path='smooth', walked along the polyline through the grid points, whose corners are not counted); got "
-         "path family 'kinked'. Use method='grid' for inputs with kinks of their own."),
         (dict(method="fast"), "method must be 'grid' or 'exact'; got 'fast'."),
         (dict(n_trials=0), "n_trials must be an int >= 1; got 0."),
         (dict(seed=-1), "seed must be a non-negative int (or None for a fresh random seed); got -1."),
@@ -365,6 +361,12 @@ def test_custom_family_is_used_and_checked():
         "Broken.draw must return an InputDraw whose x is a float64 array of shape (n_points, n_units) = (101, 3); "
         "got x of shape (101, 1) and dtype float64.")):
         simulate("tanh", 1, input_shape=(3,), n_points=101, path=Broken())
+    with pytest.raises(InputError, match=full(
+            "method='exact' needs straight-segment inputs (path='segment'), smooth Gaussian-process inputs "
+            "(path='smooth', walked along the polyline through the grid points, whose corners are not counted) or "
+            "those with random kinks (path='kinked', whose kinks are known); got path family 'ramp'. Use "
+            "method='grid' for other inputs.")):
+        simulate("relu", 1, input_shape=(3,), n_points=101, path=Ramp(), method="exact")
 
 
 def test_simulate_leaves_global_random_state_alone():
@@ -460,3 +462,28 @@ def test_sigma_chan_leaves_out_the_spread_of_the_channel_means():
     dense = simulate("linear(out_features=16)", 3, seed=2, input_shape=(12,), n_points=256)
     np.testing.assert_allclose(dense["sigma_chan_out"], dense["sigma_pool_out"], rtol=1e-12)
     np.testing.assert_allclose(dense["sigma_chan_in"], dense["sigma_pool_in"], rtol=1e-12)
+
+
+def test_exact_method_on_kinked_inputs_counts_their_own_kinks_where_they_are():
+    """A linear layer has no kinks of its own: its exact SMP is every input kink's jump times the weights' column
+    (no grid loss); through a ReLU, exact SMP at 513 points matches a 16385-point grid of the same inputs."""
+    from smpstats.blocks import build_chain
+    from smpstats.simulation import _exact_stage_stats
+
+    family = KinkedInputs(kink_rate=(1, 10), length_scale=(0.15, 0.25))
+    chain = build_chain("linear(out_features=5)", (6,), generator=0)
+    draw = family.draw(257, 6, np.random.default_rng(1))
+    (stats,) = _exact_stage_stats(chain, draw, family)
+    w = chain.stages[0].module.weight.detach().numpy()  # (5, 6)
+    k = draw.kinks
+    expected = np.abs(w[:, k.owner] * k.jumps).sum(axis=1).mean()
+    assert len(k.times) > 10 and stats["smp"] == pytest.approx(expected, rel=1e-12)
+    assert stats["kinks"] == pytest.approx(len(k.times))  # every kink reaches every output (no zero weights)
+
+    spec, shape = "linear(out_features=16) | relu", (8,)
+    exact = simulate(spec, 4, seed=3, input_shape=shape, path=family, n_points=513, method="exact")
+    fine = simulate(spec, 4, seed=3, input_shape=shape, path=family, n_points=16385)
+    first = exact[exact.stage == 1]
+    np.testing.assert_allclose(first["smp_in"], first["smp_in_true"], rtol=1e-12)
+    assert (first["kinks_in"] > 0).all()
+    np.testing.assert_allclose(exact["smp_out"], fine["smp_out"], rtol=0.01)
