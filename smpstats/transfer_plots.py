@@ -131,7 +131,7 @@ def plot_config_intervals(report: CheckReport):
     """
     plt = _plt()
     cfg = report.configs
-    fig, ax = plt.subplots(figsize=(7, 0.22 * len(cfg) + 1.2))
+    fig, ax = plt.subplots(figsize=(10, 0.22 * len(cfg) + 1.4))
     y = np.arange(len(cfg))[::-1]
     scale = cfg["predicted_mean"].to_numpy()
     families = list(dict.fromkeys(cfg["family"]))
@@ -144,10 +144,10 @@ def plot_config_intervals(report: CheckReport):
         ax.scatter(obs[m & inside], y[m & inside], color=f"C{i}", s=14, zorder=3)
         ax.scatter(obs[m & ~inside], y[m & ~inside], facecolor="white", edgecolor=f"C{i}", s=18, zorder=3)
     ax.axvline(1.0, color="grey", lw=0.8, ls=":")
-    ax.set_yticks(y, [str(c)[:48] for c in cfg["config"]], fontsize=6)
-    ax.set_xlabel("configuration's mean SMP / predicted mean (bar: 90 % interval; open: outside)")
-    ax.set_title(f"{report.kind}: held-out configurations, {cfg['in_90'].mean():.0%} inside their 90 % interval")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_yticks(y, [str(c) for c in cfg["config"]], fontsize=6)
+    ax.set_xlabel("mean SMP of the configuration / predicted mean (bar: 90 % interval; open point: outside it)")
+    ax.set_title(f"{report.kind}: held-out configurations, {cfg['in_90'].mean():.0%} in their 90 % interval")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
