@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input family: smooth Gaussian processes, the same plus random kinks, "
                         "or straight segments between random inputs")
     s.add_argument("--exact", action="store_true",
-                   help="measure SMP exactly (piecewise-linear blocks; --path segment, or smooth: along the polyline through "
-                        "the grid points) instead of on the grid")
+                   help="measure SMP exactly (piecewise-linear blocks; --path segment, or smooth and kinked: along the "
+                        "polyline through the grid points, kinked inputs' own kinks where they are) instead of on the grid")
     s.add_argument("--n-points", type=int, default=512, help="grid points along each path")
     s.add_argument("--chunk-size", type=int, default=None, help="largest number of points per forward pass")
     s.add_argument("--init", choices=("kaiming", "xavier", "normal"), default="kaiming", help="weight init family")
@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", choices=("train", "holdout"), default="train", help="which configurations")
     sp.add_argument("--trials", type=int, default=200, help="trials per configuration")
     sp.add_argument("--seed", type=int, default=0, help="root seed")
+    sp.add_argument("--n-points", type=int, default=2048,
+                    help="grid points per path (the default models' training resolution)")
+    sp.add_argument("--exact", action="store_true",
+                    help="measure SMP exactly where every block is piecewise linear (smooth activations: grid)")
     sp.add_argument("--out", "-o", required=True, help="output Parquet file (written atomically)")
     sp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -485,6 +489,7 @@ def _cmd_samples(args, parser) -> int:
     from .io import save_samples
 
     table = block_samples(args.families, split=args.split, n_trials=args.trials, seed=args.seed,
+                          n_points=args.n_points, method="exact" if args.exact else "grid",
                           progress=not args.no_progress)
     out = save_samples(table, args.out, metadata={"kind": "block_samples", "split": args.split,
                                                   "families": args.families, "seed": args.seed})

@@ -153,6 +153,7 @@ def block_samples(
     seed: int = 0,
     *,
     n_points: int = 512,
+    method: str = "grid",
     progress: bool = False,
 ) -> pd.DataFrame:
     """Simulated SMP samples of block families over their configurations.
@@ -170,6 +171,11 @@ def block_samples(
         Root seed; each (split, family, configuration) gets its own stream.
     n_points : int, default=512
         Grid points per path.
+    method : {"grid", "exact"}, default="grid"
+        SMP measurement (:func:`smpstats.simulate`); "exact" measures every
+        configuration whose blocks are all piecewise linear exactly (no
+        grid losses of dense kinks) and the others (smooth activations) on
+        the grid; the ``method`` column says which.
     progress : bool, default=False
         Show a progress bar over configurations.
 
@@ -181,9 +187,12 @@ def block_samples(
     """
     from tqdm.auto import tqdm
 
+    from .blocks import build_chain
     from .simulation import simulate
 
     fams = _families(families)
+    if method not in ("grid", "exact"):
+        raise InputError(f"method must be 'grid' or 'exact'; got {method!r}.")
     if split not in _SPLITS:
         raise InputError(f"split must be 'train' or 'holdout'; got {split!r}.")
     n_trials = check_int(n_trials, "n_trials", minimum=1)
@@ -193,8 +202,9 @@ def block_samples(
     for fam, i, cfg in tqdm(jobs, desc=f"block samples ({split})", disable=not progress):
         fam_code = BLOCK_FAMILIES.index(fam)
         config_seed = int(np.random.SeedSequence([seed, _SPLITS.index(split), fam_code, i]).generate_state(1)[0])
+        exact = method == "exact" and all(st.piecewise_linear for st in build_chain(cfg.spec, cfg.input_shape).stages)
         df = simulate(cfg.spec, n_trials=n_trials, seed=config_seed, input_shape=cfg.input_shape,
-                      path=cfg.family(), n_points=n_points)
+                      path=cfg.family(), n_points=n_points, method="exact" if exact else "grid")
         last = df["stage"] == df["n_stages"]
         prev = df.set_index(["trial", "stage"])["block_spec"]
         df = df[last].copy()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from smpstats.cli import main
 from smpstats.io import load_samples
+from smpstats.theory_terms import FAMILIES
 from smpstats.training_data import CONFIGS
 
 
@@ -34,13 +36,14 @@ def test_help_says_what_each_command_does(capsys, command, phrases):
 
 def test_samples_fit_check_round_trip(capsys, tmp_path):
     train, hold = tmp_path / "train.parquet", tmp_path / "hold.parquet"
-    code, out, _ = run(capsys, "samples", "--families", "avgpool", "--trials", "12", "--out", train, "--no-progress")
+    code, out, _ = run(capsys, "samples", "--families", "avgpool", "--trials", "12", "--n-points", "512", "--out", train,
+                       "--no-progress")
     n_configs = len(CONFIGS["avgpool"]["train"])
     assert code == 0 and f"wrote {12 * n_configs} rows" in out
     t = load_samples(train)
     assert set(t["split"]) == {"train"} and t["source"].nunique() == n_configs
     code, _, _ = run(capsys, "samples", "--families", "avgpool", "--split", "holdout", "--trials", "12",
-                     "--seed", "1", "--out", hold, "--no-progress")
+                     "--seed", "1", "--n-points", "512", "--out", hold, "--no-progress")
     assert code == 0
     assert not set(load_samples(hold)["source"]) & set(t["source"])  # held-out configurations are new
     model = tmp_path / "fit.json"
@@ -99,3 +102,18 @@ def test_predict_compares_with_simulated_networks(capsys):
     assert 0.0 <= rows[2]["coverage_90"] <= 1.0
     code, _, err = run(capsys, "predict", spec, "--input-shape", "8", "--compare", "-1")
     assert code == 2 and "--compare must be >= 0" in err
+
+
+def test_exact_samples_measure_piecewise_linear_configurations_exactly(capsys, tmp_path):
+    out = tmp_path / "exact.parquet"
+    code, _, _ = run(capsys, "samples", "--families", "avgpool", "smooth", "--split", "holdout", "--trials", "3",
+                     "--n-points", "257", "--exact", "--out", out, "--no-progress")
+    assert code == 0
+    t = load_samples(out)
+    family = t["block"].map(FAMILIES)
+    method = t.groupby(family)["method"].agg(set)
+    assert method["avgpool"] == {"exact"} and method["smooth"] == {"grid"}  # smooth activations: not piecewise linear
+    avg = t[family == "avgpool"]
+    kinked = avg["prev_block_spec"] == ""  # kinked inputs straight into the pooling: their exact SMP passes whole
+    assert kinked.any()
+    np.testing.assert_allclose(avg.loc[kinked, "smp_out"], avg.loc[kinked, "smp_in"], rtol=1e-9)
