@@ -358,7 +358,8 @@ def predict_chain(
     stage_columns = [{**c, **g} for c, g in zip(_stage_columns(chain), given_weight_columns(chain))]
     for k, cols in enumerate(stage_columns, start=1):
         rows = {**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma,
-                "sigma_chan_in": sigma * np.sqrt(1.0 - share), "sigma_dot_in": sigma_dot, "smp_in": smp, "path_length": length, "dt": dt, "prev_block_spec": prev_spec}
+                "sigma_chan_in": sigma * np.sqrt(1.0 - share), "sigma_dot_in": sigma_dot, "smp_in": smp,
+                "path_length": length, "dt": dt, "prev_block_spec": prev_spec}
         terms = theory_term_arrays(rows, n_draws)
         new = terms["theory_new"]
         if propagate:
