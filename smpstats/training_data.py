@@ -189,6 +189,7 @@ def block_samples(
 
     from .blocks import build_chain
     from .simulation import simulate
+    from .theory_terms import previous_specs
 
     fams = _families(families)
     if method not in ("grid", "exact"):
@@ -205,10 +206,8 @@ def block_samples(
         exact = method == "exact" and all(st.piecewise_linear for st in build_chain(cfg.spec, cfg.input_shape).stages)
         df = simulate(cfg.spec, n_trials=n_trials, seed=config_seed, input_shape=cfg.input_shape,
                       path=cfg.family(), n_points=n_points, method="exact" if exact else "grid")
-        last = df["stage"] == df["n_stages"]
-        prev = df.set_index(["trial", "stage"])["block_spec"]
-        df = df[last].copy()
-        df["prev_block_spec"] = [prev.get((t, s - 1), "") if s > 1 else "" for t, s in zip(df["trial"], df["stage"])]
+        df["prev_block_spec"] = previous_specs(df).to_numpy()
+        df = df[df["stage"] == df["n_stages"]].copy()
         df["source"] = cfg.label
         df["split"] = split
         tables.append(df)
