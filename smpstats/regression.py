@@ -5,7 +5,12 @@ Per block family, on the rows with ``smp_out > 0``:
 * mean: ``log E[y] = log(theory) + X beta`` (Gamma GLM, log link, the log
   theory as offset), ``X = [1, share_new, log_rel, log_res, chained]``
   (:data:`smpstats.transfer_data.COVARIATES`, columns constant in the family
-  dropped); ``beta = 0`` is the theory itself;
+  dropped), or rather the subset of these covariates that best predicts the
+  rows of configurations left out one at a time (smallest mean squared
+  ``log(y / predicted)``, leaving out one configuration after the other as
+  for ``tau`` below): a slope that only tells the training configurations
+  apart extrapolates badly to new ones, e.g. to the blocks of a chain;
+  ``beta = 0`` is the theory itself;
 * configuration effects (random effects): each seen configuration's log
   level relative to the mean fit, ``e_c = log(sum_i w_i y_i / mu_i / sum_i w_i)``
   over its rows (weights ``w = 1 / phi``, sampling variance ``1 / sum_i w_i``);
@@ -73,7 +78,7 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _MIN_ROWS = 8
 _HURDLE_MIN = 5
 #: Version of the regression model's layout in model files; older files are refused (refit them).
-REGRESSION_FORMAT = 3
+REGRESSION_FORMAT = 4
 
 
 def _design_matrix(design: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -149,9 +154,10 @@ class FamilyRegression:
     """Fitted regressions of one block family (arrays as in statsmodels' results)."""
 
     family: str
-    columns: list[str]
+    columns: list[str]  # of the mean (and quantile) regressions
     beta: np.ndarray
     beta_cov: np.ndarray
+    disp_columns: list[str]  # of the dispersion regression: all covariates that vary in the family
     gamma: np.ndarray  # dispersion coefficients (log link)
     hurdle_kind: str  # "logit" or "beta"
     hurdle: np.ndarray  # logit: coefficients on [1, log_rel]; beta: [a, b]
@@ -167,6 +173,11 @@ class FamilyRegression:
     loco_df: int  # its degrees of freedom (configurations scored)
     units_coef: float  # slope of the log squared CV on the log unit count (shared by all families)
     units_ref: float | None  # log unit count at which the slope is 0; None: no unit-count term
+    disp_effect: np.ndarray  # (n_configs,) their log squared CVs relative to the dispersion fit
+    disp_var: np.ndarray  # (n_configs,) sampling variances of disp_effect
+    disp_sd: float  # spread of a configuration's log squared CV, moderated across families
+    disp_loco_sd: float  # the family's own leave-one-configuration-out estimate of it
+    disp_loco_df: int  # its degrees of freedom
 
     @classmethod
     def fit(cls, family: str, design: pd.DataFrame, units_coef: float = 0.0,
@@ -186,14 +197,16 @@ class FamilyRegression:
         if pos.sum() < _MIN_ROWS:
             raise InputError(f"Family {family!r} has {int(pos.sum())} rows with smp_out > 0; need at least {_MIN_ROWS}.")
         d = design[pos]
-        columns = _varying(d)
+        columns, loco_sd, loco_df = _select_columns(d)
         X = _design_matrix(d, columns)
+        disp_columns = _varying(d)
+        Xd = _design_matrix(d, disp_columns)
         yp, offset = d["y"].to_numpy(float), np.log(d["theory"].to_numpy(float))
         gamma_family = sm.families.Gamma(sm.families.links.Log())
         disp_offset = units_coef * _units_term(d, units_ref)
         cfg = d["config"].astype(str).to_numpy()
         weights = np.ones(len(d))
-        gamma = np.zeros(len(columns))
+        gamma = np.zeros(len(disp_columns))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for _ in range(3):  # double GLM: mean with weights, then dispersion within configurations
@@ -201,10 +214,13 @@ class FamilyRegression:
                 mu = mean_fit.fittedvalues
                 _, effect, _, code = _config_levels(cfg, yp / mu, 1.0 / weights)
                 d2 = _within_squared_pearson(yp, mu, effect, code)
-                gamma = _dispersion_glm(d2, X, disp_offset)
-                weights = 1.0 / np.exp(X @ gamma + disp_offset)
+                gamma = _dispersion_glm(d2, Xd, disp_offset)
+                weights = 1.0 / np.exp(Xd @ gamma + disp_offset)
             mean_fit = sm.GLM(yp, X, family=gamma_family, offset=offset, var_weights=weights).fit(scale=1.0)
-            names, effect, var, _ = _config_levels(cfg, yp / mean_fit.fittedvalues, 1.0 / weights)
+            names, effect, var, code = _config_levels(cfg, yp / mean_fit.fittedvalues, 1.0 / weights)
+            d2 = _within_squared_pearson(yp, mean_fit.fittedvalues, effect, code)
+            disp_effect, disp_var = _config_dispersions(d2 * weights, code)
+            disp_sd, disp_df = _leave_one_config_out_dispersion_sd(d2, Xd, disp_offset, code)
             log_ratio = np.log(yp) - offset
             qs = np.array([sm.QuantReg(log_ratio, X).fit(q=q, max_iter=5000).params for q in QUANTILES])
         n_zero = int((~pos).sum())
@@ -216,13 +232,15 @@ class FamilyRegression:
             hurdle_kind, hurdle, hurdle_cov = "logit", np.asarray(h.params), np.asarray(h.cov_params())
         else:
             hurdle_kind, hurdle, hurdle_cov = "beta", np.array([n_zero + 0.5, pos.sum() + 0.5]), np.zeros((2, 2))
-        loco_sd, loco_df = _leave_one_config_out_sd(d)
-        return cls(family, columns, np.asarray(mean_fit.params), np.asarray(mean_fit.cov_params()), np.asarray(gamma),
+        return cls(family, columns, np.asarray(mean_fit.params), np.asarray(mean_fit.cov_params()), disp_columns,
+                   np.asarray(gamma),
                    hurdle_kind, hurdle, hurdle_cov, qs, len(design), n_zero, [str(c) for c in names], effect, var,
-                   loco_sd, loco_sd, loco_df, float(units_coef), units_ref)
+                   loco_sd, loco_sd, loco_df, float(units_coef), units_ref, disp_effect, disp_var, disp_sd, disp_sd,
+                   disp_df)
 
     def squared_pearson(self, design: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Within-configuration squared Pearson residuals on the training rows with ``y > 0`` and their ``X``.
+        """Within-configuration squared Pearson residuals on the training rows with ``y > 0`` and their
+        dispersion columns.
 
         ``design`` must be the table the family was fitted on (its
         configurations are looked up in :attr:`configs`).
@@ -231,23 +249,33 @@ class FamilyRegression:
         X = _design_matrix(d, self.columns)
         mu = d["theory"].to_numpy(float) * np.exp(X @ self.beta)
         code = np.searchsorted(self.configs, d["config"].astype(str).to_numpy())
-        return _within_squared_pearson(d["y"].to_numpy(float), mu, self.config_effect, code), X
+        return (_within_squared_pearson(d["y"].to_numpy(float), mu, self.config_effect, code),
+                _design_matrix(d, self.disp_columns))
 
     def config_draws(self, configs: np.ndarray, n_draws: int, rng: np.random.Generator) -> np.ndarray:
-        """Log configuration effects per row and draw, shape (n_rows, n_draws) (module doc).
+        """Log configuration effects on the mean per row and draw, shape (n_rows, n_draws) (module doc).
 
         Seen configurations draw from their shrunken estimate, unseen ones
         from ``N(-tau^2 / 2, tau^2)``; rows of one configuration share a draw.
         """
+        return self._effect_draws(configs, self.config_sd, self.config_effect, self.config_var, n_draws, rng)
+
+    def dispersion_draws(self, configs: np.ndarray, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+        """Log configuration effects on the squared CV per row and draw, shape (n_rows, n_draws) (module doc)."""
+        return self._effect_draws(configs, self.disp_sd, self.disp_effect, self.disp_var, n_draws, rng)
+
+    def _effect_draws(self, configs: np.ndarray, sd: float, effect: np.ndarray, effect_var: np.ndarray,
+                      n_draws: int, rng: np.random.Generator) -> np.ndarray:
+        """Random effects of spread ``sd`` (log scale, mean over configurations 0 on the natural scale)."""
         names, code = np.unique(configs, return_inverse=True)
-        tau2 = self.config_sd**2
+        tau2 = sd**2
         centre = np.full(len(names), -tau2 / 2)
         var = np.full(len(names), tau2)
         index = {c: i for i, c in enumerate(self.configs)}
         at = np.array([index.get(c, -1) for c in names], dtype=int)
         seen = at >= 0
         if seen.any():
-            e, v = self.config_effect[at[seen]], self.config_var[at[seen]]
+            e, v = effect[at[seen]], effect_var[at[seen]]
             k = tau2 / (tau2 + v)
             centre[seen] = centre[seen] + k * (e - centre[seen])
             var[seen] = k * v
@@ -259,7 +287,8 @@ class FamilyRegression:
         beta = rng.multivariate_normal(self.beta, self.beta_cov, size=n_draws, method="eigh")  # (n_draws, p)
         mu = theory[:, None] * np.exp(X @ beta.T + self.config_draws(design["config"].astype(str).to_numpy(),
                                                                         n_draws, rng))  # (n_rows, n_draws)
-        phi = np.exp(X @ self.gamma + self.units_coef * _units_term(design, self.units_ref))[:, None]  # squared CV
+        log_phi = _design_matrix(design, self.disp_columns) @ self.gamma + self.units_coef * _units_term(design, self.units_ref)  # log squared CV
+        phi = np.exp(log_phi[:, None] + self.dispersion_draws(design["config"].astype(str).to_numpy(), n_draws, rng))
         shape = 1.0 / phi
         y = rng.gamma(shape, mu / shape, size=mu.shape)
         if self.hurdle_kind == "logit":
@@ -278,51 +307,85 @@ class FamilyRegression:
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, "columns": self.columns, "beta": self.beta.tolist(),
-                "beta_cov": self.beta_cov.tolist(), "gamma": self.gamma.tolist(), "hurdle_kind": self.hurdle_kind,
+                "beta_cov": self.beta_cov.tolist(), "disp_columns": self.disp_columns, "gamma": self.gamma.tolist(), "hurdle_kind": self.hurdle_kind,
                 "hurdle": self.hurdle.tolist(), "hurdle_cov": self.hurdle_cov.tolist(),
                 "quantiles": self.quantiles.tolist(), "n_rows": self.n_rows, "n_zero": self.n_zero,
                 "configs": self.configs, "config_effect": self.config_effect.tolist(),
                 "config_var": self.config_var.tolist(), "config_sd": self.config_sd, "loco_sd": self.loco_sd,
-                "loco_df": self.loco_df, "units_coef": self.units_coef, "units_ref": self.units_ref}
+                "loco_df": self.loco_df, "units_coef": self.units_coef, "units_ref": self.units_ref,
+                "disp_effect": self.disp_effect.tolist(), "disp_var": self.disp_var.tolist(), "disp_sd": self.disp_sd,
+                "disp_loco_sd": self.disp_loco_sd, "disp_loco_df": self.disp_loco_df}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FamilyRegression":
-        keys = ("beta", "beta_cov", "gamma", "hurdle", "hurdle_cov", "quantiles", "config_effect", "config_var")
+        keys = ("beta", "beta_cov", "gamma", "hurdle", "hurdle_cov", "quantiles", "config_effect", "config_var",
+                "disp_effect", "disp_var")
         arr = {k: np.asarray(d[k], dtype=float) for k in keys}
         p = len(d["columns"])
         if arr["beta"].shape != (p,) or arr["beta_cov"].shape != (p, p) or arr["quantiles"].shape != (len(QUANTILES), p):
             raise ValueError(f"coefficient shapes do not match the {p} columns of family {d['family']!r}")
+        if arr["gamma"].shape != (len(d["disp_columns"]),):
+            raise ValueError(f"dispersion coefficients do not match the dispersion columns of family {d['family']!r}")
         configs = [str(c) for c in d["configs"]]
         n = len(configs)
-        if configs != sorted(configs) or arr["config_effect"].shape != (n,) or arr["config_var"].shape != (n,):
+        if configs != sorted(configs) or any(arr[k].shape != (n,) for k in ("config_effect", "config_var",
+                                                                              "disp_effect", "disp_var")):
             raise ValueError(f"configuration effects do not match the {n} sorted configurations of family "
                              f"{d['family']!r}")
         ref = d["units_ref"]
-        return cls(d["family"], list(d["columns"]), arr["beta"], arr["beta_cov"], arr["gamma"], d["hurdle_kind"],
+        return cls(d["family"], list(d["columns"]), arr["beta"], arr["beta_cov"], list(d["disp_columns"]), arr["gamma"],
+                   d["hurdle_kind"],
                    arr["hurdle"], arr["hurdle_cov"], arr["quantiles"], int(d["n_rows"]), int(d["n_zero"]),
                    configs, arr["config_effect"], arr["config_var"], float(d["config_sd"]), float(d["loco_sd"]),
-                   int(d["loco_df"]), float(d["units_coef"]), None if ref is None else float(ref))
+                   int(d["loco_df"]), float(d["units_coef"]), None if ref is None else float(ref),
+                   arr["disp_effect"], arr["disp_var"], float(d["disp_sd"]), float(d["disp_loco_sd"]),
+                   int(d["disp_loco_df"]))
 
 
-def _leave_one_config_out_sd(d: pd.DataFrame) -> tuple[float, int]:
-    """Spread (log scale) of a new configuration's effect and its degrees of freedom (see module doc).
+def _select_columns(d: pd.DataFrame) -> tuple[list[str], float, int]:
+    """The mean GLM's columns, with the spread of a new configuration's effect and its degrees of freedom.
 
-    Each configuration is left out in turn, the mean GLM refitted without
-    it, and its mean ``log(y / predicted)`` scored; the squared scores less
-    their sampling variance are averaged. The estimate is floored at the
-    mean sampling variance of a configuration's mean (no spread below it can
-    be resolved). ``(0.0, 0)`` for a family with one configuration.
+    Every subset of the family's varying covariates (the constant always
+    in) is scored by :func:`_leave_one_config_out_sd` (the left-out rows'
+    mean squared log error, averaged over configurations); the smallest
+    score wins, the fewer columns on ties. A family with one configuration keeps
+    all its varying covariates (nothing to score them on).
+    """
+    import itertools
+
+    varying = _varying(d)
+    if d["config"].nunique() < 2:
+        return varying, 0.0, 0
+    best = None
+    for k in range(len(varying)):
+        for subset in itertools.combinations(varying[1:], k):
+            columns = ["const", *subset]
+            score, sd, df = _leave_one_config_out_sd(d, columns)
+            if best is None or score < best[0] - 1e-12:
+                best = (score, columns, sd, df)
+    return best[1], best[2], best[3]
+
+
+def _leave_one_config_out_sd(d: pd.DataFrame, columns: list[str]) -> tuple[float, float, int]:
+    """Score, spread (log scale) of a new configuration's effect and its degrees of freedom (see module doc).
+
+    Each configuration is left out in turn, the mean GLM on ``columns``
+    (less those constant without it) refitted without it, and its mean
+    ``log(y / predicted)`` scored. The spread is the root of the mean
+    squared scores less their sampling variance, floored at the mean
+    sampling variance of a configuration's mean (no spread below it can be
+    resolved). The score is the left-out rows' mean squared
+    ``log(y / predicted)``, averaged over configurations (the error of the
+    configuration's level and of the rows within it).
     """
     import statsmodels.api as sm
 
     configs = d["config"].to_numpy()
-    if len(set(configs)) < 2:
-        return 0.0, 0
     family = sm.families.Gamma(sm.families.links.Log())
-    sq, resolution = [], []
+    sq, resolution, rows = [], [], []
     for c in sorted(set(configs)):
         rest, left = d[configs != c], d[configs == c]
-        cols = _varying(rest)
+        cols = [k for k in columns if k == "const" or np.ptp(rest[k].to_numpy(float)) > 1e-9]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = sm.GLM(rest["y"].to_numpy(float), _design_matrix(rest, cols), family=family,
@@ -332,6 +395,41 @@ def _leave_one_config_out_sd(d: pd.DataFrame) -> tuple[float, int]:
         sampling = r.var(ddof=1) / len(r) if len(r) > 1 else 0.0
         sq.append(r.mean() ** 2 - sampling)
         resolution.append(sampling)
+        rows.append(np.mean(r**2))
+    return float(np.mean(rows)), float(np.sqrt(max(np.mean(sq), np.mean(resolution), 1e-12))), len(sq)
+
+
+def _config_dispersions(ratio: np.ndarray, code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log mean of ``ratio`` (squared Pearson residuals over the dispersion fit) per configuration and its
+    sampling variance (delta method), each shape (n_configs,); ``code`` indexes the sorted configurations."""
+    n = np.bincount(code).astype(float)
+    mean = np.bincount(code, ratio) / n
+    second = np.bincount(code, ratio**2) / n
+    var = np.maximum(second - mean**2, 0.0) * n / np.maximum(n - 1, 1)
+    return np.log(mean), var / (n * mean**2)
+
+
+def _leave_one_config_out_dispersion_sd(d2: np.ndarray, X: np.ndarray, offset: np.ndarray, code: np.ndarray
+                                        ) -> tuple[float, int]:
+    """Spread (log scale) of a new configuration's squared CV and its degrees of freedom (module doc).
+
+    As :func:`_leave_one_config_out_sd` for the dispersion GLM: each
+    configuration is left out, the GLM refitted on the others (columns
+    constant there dropped), and the log of the left-out rows' mean ``d2``
+    over its prediction scored; ``(0.0, 0)`` for one configuration.
+    """
+    n_configs = int(code.max()) + 1
+    if n_configs < 2:
+        return 0.0, 0
+    sq, resolution = [], []
+    for c in range(n_configs):
+        rest, left = code != c, code == c
+        cols = [j for j in range(X.shape[1]) if j == 0 or np.ptp(X[rest, j]) > 1e-9]
+        gamma = _dispersion_glm(d2[rest], X[rest][:, cols], offset[rest])
+        ratio = d2[left] / np.exp(X[left][:, cols] @ gamma + offset[left])
+        score, sampling = _config_dispersions(ratio, np.zeros(int(left.sum()), dtype=int))
+        sq.append(score[0] ** 2 - sampling[0])
+        resolution.append(sampling[0])
     return float(np.sqrt(max(np.mean(sq), np.mean(resolution), 1e-12))), len(sq)
 
 
@@ -457,8 +555,10 @@ class RegressionTransfer(TransferModel):
         fits = {f: FamilyRegression.fit(f, g, units_coef=coef, units_ref=ref) for f, g in groups.items()}
         sds = moderated_spreads(np.array([r.loco_sd for r in fits.values()]),
                                 np.array([r.loco_df for r in fits.values()]))
-        for r, sd in zip(fits.values(), sds):
-            r.config_sd = float(sd)
+        disp = moderated_spreads(np.array([r.disp_loco_sd for r in fits.values()]),
+                                 np.array([r.disp_loco_df for r in fits.values()]))
+        for r, sd, ds in zip(fits.values(), sds, disp):
+            r.config_sd, r.disp_sd = float(sd), float(ds)
         return cls(fits)
 
     def _draws(self, design: pd.DataFrame, n_draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -492,22 +592,25 @@ class RegressionTransfer(TransferModel):
         version = d.get("regression_format", 0)
         if version < REGRESSION_FORMAT:
             raise ValueError(f"the regression model was written by an older smpstats (regression format {version}, "
-                             f"this one reads {REGRESSION_FORMAT}: its dispersion counted the differences between "
-                             "configurations, which are now configuration effects); refit the model")
+                             f"this one reads {REGRESSION_FORMAT}: configuration effects on the mean since format 3, "
+                             "on the dispersion since format 4); refit the model")
         if version > REGRESSION_FORMAT:
             raise ValueError(f"the regression model was written by a newer smpstats (regression format {version}, "
                              f"this one reads {REGRESSION_FORMAT}); upgrade smpstats")
         return cls({f: FamilyRegression.from_dict(r) for f, r in d["families"].items()})
 
     def to_frame(self) -> pd.DataFrame:
+        """Per family and term: mean coefficient and its se (NaN: not in the selected mean columns), dispersion
+        coefficient, spreads of a new configuration's mean (``config_sd``, ``loco_sd``) and log squared CV
+        (``disp_sd``)."""
         rows = []
         for f, r in self.fits.items():
-            se = np.sqrt(np.diag(r.beta_cov))
-            for c, b, s, g in zip(r.columns, r.beta, se, r.gamma):
-                rows.append({"family": f, "term": c, "mean_coef": b, "mean_se": s, "dispersion_coef": g,
-                             "config_sd": r.config_sd, "loco_sd": r.loco_sd, "n_rows": r.n_rows, "n_zero": r.n_zero})
+            se = dict(zip(r.columns, np.sqrt(np.diag(r.beta_cov))))
+            beta, gamma = dict(zip(r.columns, r.beta)), dict(zip(r.disp_columns, r.gamma))
             if r.units_ref is not None:
-                rows.append({"family": f, "term": "log_units", "mean_coef": 0.0, "mean_se": 0.0,
-                             "dispersion_coef": r.units_coef, "config_sd": r.config_sd, "loco_sd": r.loco_sd,
-                             "n_rows": r.n_rows, "n_zero": r.n_zero})
+                gamma["log_units"] = r.units_coef
+            for c in gamma:
+                rows.append({"family": f, "term": c, "mean_coef": beta.get(c, np.nan), "mean_se": se.get(c, np.nan),
+                             "dispersion_coef": gamma[c], "config_sd": r.config_sd, "loco_sd": r.loco_sd,
+                             "disp_sd": r.disp_sd, "n_rows": r.n_rows, "n_zero": r.n_zero})
         return pd.DataFrame(rows)

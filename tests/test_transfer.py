@@ -411,7 +411,7 @@ def test_regression_splits_between_and_within_configuration_spread():
     model = fit(train, kind="regression")
     r = model.fits["relu"]
     d = design_frame(train)
-    cv = np.sqrt(np.exp(_design_matrix(d, r.columns) @ r.gamma))
+    cv = np.sqrt(np.exp(_design_matrix(d, r.disp_columns) @ r.gamma))
     assert np.median(cv) == pytest.approx(0.2, rel=0.1)  # within, not sqrt(0.2^2 + 0.3^2) = 0.36
     assert r.config_sd == pytest.approx(0.3, rel=0.25)
     # seen configurations: their own level (the effects are recovered) and calibrated intervals
@@ -434,6 +434,67 @@ def test_regression_splits_between_and_within_configuration_spread():
     old = mu_new[:, None] * np.exp(effect) * rng.gamma(1 / phi_total, phi_total, (len(dn), 1000))
     lo, hi = np.quantile(old, [0.05, 0.95], axis=1)
     assert np.mean((y >= lo) & (y <= hi)) > 0.95
+
+
+def _dispersion_table(n_configs, n_rows, seed, disp_sd=0.8, cv=0.15, start=0):
+    """ReLU rows of configurations whose squared CV is cv**2 * exp(N(0, disp_sd**2)) (mean effects 0)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in range(start, start + n_configs):
+        df = _rows("relu", n_rows, rng, spec=f"relu(variant={k})")
+        df["log_cv2"] = np.log(cv**2) + rng.normal(0, disp_sd)  # the configuration's true dispersion
+        shape = np.exp(-df["log_cv2"].to_numpy())
+        df["smp_out"] = theory_terms(df)["theory"] * rng.gamma(shape, 1 / shape)
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_regression_gives_each_configuration_its_own_dispersion():
+    # 30 configurations whose log squared CV scatters with sd 0.8 about log(0.15^2)
+    table = _dispersion_table(30, 60, seed=30)
+    train = table.groupby("block_spec").head(50)
+    model = fit(train, kind="regression")
+    r = model.fits["relu"]
+    truth = train.groupby("block_spec")["log_cv2"].first()[r.configs].to_numpy()
+    assert r.disp_sd == pytest.approx(truth.std(ddof=1), rel=0.2)  # the spread these 30 configurations have
+    assert np.corrcoef(r.disp_effect, truth)[0, 1] > 0.9
+    # seen configurations use their own dispersion: the rows of the narrow ones get narrow intervals
+    seen = table.drop(train.index)
+    pred = model.predict(seen, n_draws=1000, seed=0)
+    lo, hi = pred.interval(0.9)
+    width = pd.Series((hi - lo) / pred.mean(), index=seen.index).groupby(seen["block_spec"]).mean()
+    assert np.corrcoef(np.log(width[r.configs].to_numpy()), truth)[0, 1] > 0.9
+    assert pred.coverage(seen["smp_out"], 0.9) == pytest.approx(0.9, abs=0.05)
+    # 200 new configurations draw their dispersion from the population: calibrated at 50 % and 90 %
+    new = _dispersion_table(200, 10, seed=31, start=100)
+    y = new["smp_out"].to_numpy()
+    pred = model.predict(new, n_draws=2000, seed=0)
+    assert 0.86 <= pred.coverage(y, 0.9) <= 0.94
+    assert 0.45 <= pred.coverage(y, 0.5) <= 0.55
+    # one dispersion for every new configuration (the fit's mean squared CV) is too wide in the centre
+    r.disp_sd = 0.0
+    assert model.predict(new, n_draws=2000, seed=0).coverage(y, 0.5) > 0.56
+
+
+def test_regression_keeps_the_covariates_that_predict_left_out_configurations():
+    # log_rel has a true slope 0.3 within and between configurations; half the configurations follow a
+    # linear block ("chained", constant within each), which does nothing; configuration effects sd 0.15
+    rng = np.random.default_rng(1)
+    parts = []
+    for k in range(10):
+        df = _rows("relu", 60, rng, spec=f"relu(variant={k})")
+        df["prev_block_spec"] = "linear(out_features=16)" if k % 2 else ""
+        parts.append(df)
+    table = pd.concat(parts, ignore_index=True)
+    d = design_frame(table)
+    effect = rng.normal(0, 0.15, 10)[np.repeat(np.arange(10), 60)]
+    log_rel = d["log_rel"].to_numpy()
+    table["smp_out"] = (d["theory"].to_numpy() * np.exp(0.3 * (log_rel - log_rel.mean()) + effect)
+                        * rng.gamma(50, 1 / 50, len(table)))
+    r = fit(table, kind="regression").fits["relu"]
+    assert "log_rel" in r.columns and "chained" not in r.columns
+    assert r.beta[r.columns.index("log_rel")] == pytest.approx(0.3, abs=0.05)
+    assert set(r.disp_columns) >= {"log_rel", "chained"}  # the dispersion keeps every varying covariate
 
 
 def _units_table(n, seed, units=(32, 128, 512), ref_shape=50.0):
