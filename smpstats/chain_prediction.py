@@ -224,6 +224,11 @@ def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: dict[str, Any], pe
         _, pass_new, pass_old = theory.maxpool_after_relu_terms(float(cols["window"]), *pre, rows["path_length"])
         pass_new, pass_old = np.where(live, pass_new, factor), np.where(live, pass_old, factor)
         factor = [pass_new if g.born == cols["stage"] - 1 else pass_old for g in kinks.generations]
+        for g in kinks.generations:
+            if g.born != cols["stage"] - 1:
+                # an older kink shows in the selected unit, active whenever the window's maximum is positive
+                # (P(max > 0), not the ReLU's P(x > 0)): pass_old = P(max > 0) / P(x > 0) of the touched units
+                g.fill = np.minimum(g.fill * np.where(live, pass_old, 1.0)[:, None], 1.0)
     return kinks.carry(cols["block"], cols, cols["out_shape"], factor)
 
 

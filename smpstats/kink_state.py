@@ -35,6 +35,17 @@ Rules per block, from weights of the init family (entry std ``sigma_e``):
 * ReLU masks the inactive units (``fill *= P(x > 0)``); every elementwise
   block, batch norm and max pooling scale the amount by the theory's
   carried share (``P(x > 0)``, ``E|g'|``, gains).
+* LeakyReLU and PReLU scale a unit's jump by 1 or by the slope ``a``: the
+  mean ``|jump|`` falls by ``E M = p + a (1 - p)`` (``p = P(x > 0)``), its
+  mean square by ``E M**2 = p + a**2 (1 - p)``. A later affine map adds the
+  jumps of many units, and such a sum's size follows their root mean
+  square, not their mean: each generation keeps ``q2``, the mean square of
+  its nonzero jumps over a Gaussian's with the same mean ``|jump|`` (1 after
+  an affine map; times ``E M**2 / (E M)**2`` after a leaky unit), and a
+  window of ``r`` nonzero components gets ``sqrt(1 + (q2 - 1)(1 - 1/r))``
+  times the Gaussian rule (exact for ``r = 1``, the root-mean-square rule
+  for large ``r``). Without it the 8-block leaky MLP of the chain study
+  fell 10 % per linear block after a leaky one.
 * flatten keeps every footprint, as features.
 
 Spread jumps are treated as Gaussian and independent of the masks (mean
@@ -108,6 +119,9 @@ class Generation:
         Mean |jump| of a nonzero unit, relative (only ratios between origins matter).
     born : int
         Index of the stage that created them (-1: the input).
+    q2 : ndarray, shape (n_draws, n_origins), optional
+        Mean square of the nonzero jumps over a Gaussian's with the same mean
+        ``|jump|`` (None: 1, Gaussian).
     """
 
     amount: np.ndarray
@@ -116,6 +130,7 @@ class Generation:
     fill: np.ndarray
     m1: np.ndarray
     born: int = -1
+    q2: np.ndarray | None = None
 
     def positions(self) -> np.ndarray:
         """Touched positions per origin, shape (n_origins,)."""
@@ -127,6 +142,19 @@ class Generation:
     def mass(self) -> np.ndarray:
         """Sum of |jumps| over the units of one event, summed over origins (relative), shape (n_draws,)."""
         return (self.channels * self.positions() * self.fill * self.m1).sum(axis=1)
+
+
+def _leaky_q2_factor(block: str, params: Mapping[str, Any], factor: np.ndarray) -> np.ndarray:
+    """``E M**2 / (E M)**2`` of a leaky unit's jump multiplier ``M`` (1 or the slope ``a``), shape (n_draws,).
+
+    ``factor`` is the theory's carried share ``E M = p + a (1 - p)``, from which ``p = P(x > 0)`` follows.
+    """
+    a = float(params.get("alpha", 0.25) if block == "prelu" else params.get("negative_slope", 0.01))
+    if not 0.0 <= a < 1.0:
+        return np.ones_like(factor)
+    p = np.clip((factor - a) / (1.0 - a), 0.0, 1.0)
+    mean = p + a * (1.0 - p)
+    return np.divide(p + a * a * (1.0 - p), mean**2, out=np.ones_like(mean), where=mean > 0)
 
 
 @dataclass
@@ -203,6 +231,8 @@ class KinkState:
                     self._maxpool(g, params, out_shape)
                 elif block == "relu":
                     g.fill = g.fill * factor[:, None]  # the surviving share is P(x > 0): inactive units drop out
+                elif block in ("leaky_relu", "prelu"):
+                    g.q2 = (1.0 if g.q2 is None else g.q2) * _leaky_q2_factor(block, params, factor)[:, None]
         self.shape = out_shape
         return self.total
 
@@ -268,6 +298,8 @@ class KinkState:
             fill_new = 1.0 - (1.0 - fill) ** n
             r = np.divide(n * fill, fill_new, out=np.ones_like(fill_new), where=fill_new > 0)
             jump = np.sqrt(r) / window if pooling else sigma_e * expected_chi(r) * (1.0 + (abs_ratio - 1.0) / r)
+            if g.q2 is not None:  # jumps spread unevenly over the units: the sum follows their root mean square
+                jump = jump * np.sqrt(np.maximum(1.0 + (g.q2 - 1.0) * (1.0 - 1.0 / np.maximum(r, 1.0)), 0.0))
             mass += count * fill_new * jump * g.m1
             nonzero += count * fill_new
         g.touched = touched
@@ -277,6 +309,8 @@ class KinkState:
         g.fill = np.divide(nonzero, positions, out=np.zeros(np.broadcast(nonzero, positions).shape),
                            where=positions > 0)
         g.m1 = np.divide(mass, nonzero, out=np.zeros_like(mass), where=nonzero > 0)
+        if not pooling:
+            g.q2 = None  # Gaussian weights: the new jumps are Gaussian across the units an event touches
 
     def _maxpool(self, g: Generation, params: Mapping[str, Any], out_shape: tuple[int, ...]) -> None:
         """Each output carries the jump of the selected input (any input of its window, equally likely)."""

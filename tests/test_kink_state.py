@@ -129,3 +129,33 @@ def test_new_kinks_after_a_narrow_affine_map_follow_the_mean_weight_norm():
     # the expectation over networks: the mean-field moments (one finite network per draw would scatter around it)
     pred = predict_chain("linear(out_features=16) | relu", input_shape=(n,), path=inputs, finite_width=False)
     assert pred.draws[1, 0] == pytest.approx(expected, rel=3e-3)
+
+
+def test_leaky_units_spread_jumps_unevenly_and_the_next_affine_map_sums_their_root_mean_square(monkeypatch):
+    # a leaky unit scales a jump by 1 or by 0.1: the mean |jump| falls to 0.55 of it, its root mean square
+    # only to 0.71, and a later linear map adds many units' jumps
+    spec = ("linear(out_features=24) | leaky_relu(negative_slope=0.1) | linear(out_features=24) | "
+            "leaky_relu(negative_slope=0.1) | linear(out_features=24)")
+    sim = smpstats.simulate(spec, 60, seed=6, input_shape=(8,), n_points=513, path=FAMILY, method="exact")
+    observed = sim.groupby("stage")["smp_out"].mean().to_numpy()
+    first = sim[sim.stage == 1]
+
+    def step(pred):  # predicted / simulated at the last linear map, relative to the stage before
+        ratio = pred.draws.mean(axis=1) / observed
+        return ratio[4] / ratio[3]
+
+    assert step(predict_chain(spec, input_shape=(8,), path=first)) == pytest.approx(1.0, abs=0.05)
+    monkeypatch.setattr("smpstats.kink_state._leaky_q2_factor", lambda block, params, factor: np.ones_like(factor))
+    assert step(predict_chain(spec, input_shape=(8,), path=first)) < 0.95  # the mean-|jump| rule
+
+
+def test_older_kinks_after_relu_and_max_pooling_fill_the_units_whose_window_maximum_is_positive():
+    # conv -> relu -> maxpool twice, then a conv: the older kinks (spread over all units by the convs) show
+    # in every output whose window maximum is positive, more units than the ReLU's P(x > 0); counting too
+    # few units with larger jumps under-counts their cancellation in the last conv (11 % too high)
+    spec = (" | ".join(["conv1d(out_channels=4, kernel_size=3, padding=1) | relu | maxpool1d(kernel_size=2)"] * 2)
+            + " | conv1d(out_channels=4, kernel_size=3, padding=1)")
+    sim = smpstats.simulate(spec, 40, seed=6, input_shape=(2, 16), n_points=257, path=FAMILY, method="exact")
+    observed = sim.groupby("stage")["smp_out"].mean().to_numpy()
+    ratio = predict_chain(spec, input_shape=(2, 16), path=sim[sim.stage == 1]).draws.mean(axis=1) / observed
+    assert ratio[6] / ratio[5] == pytest.approx(1.0, abs=0.05)
