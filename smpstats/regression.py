@@ -14,8 +14,8 @@ Per block family, on the rows with ``smp_out > 0``:
 * configuration effects (random effects): each seen configuration's log
   level relative to the mean fit, ``e_c = log(sum_i w_i y_i / mu_i / sum_i w_i)``
   over its rows (weights ``w = 1 / phi``, sampling variance ``1 / sum_i w_i``);
-* dispersion (within configurations): a second Gamma GLM (log link, same
-  ``X``) on the squared Pearson residuals about each configuration's own
+* dispersion (within configurations): a second Gamma GLM (log link, on
+  all the family's varying covariates) on the squared Pearson residuals about each configuration's own
   level ``mu_i exp(e_c)`` (times ``n_c / (n_c - 1)`` for the level each
   configuration spends), alternated with the mean fit (a double GLM), so
   that blocks whose output varies less get narrower intervals and the
@@ -27,6 +27,13 @@ Per block family, on the rows with ``smp_out > 0``:
   Gamma GLM of all families' within-configuration squared Pearson
   residuals on their own columns and ``u`` (tables without unit counts
   leave the term out);
+* dispersion effects (random effects): each configuration's log mean
+  squared Pearson residual over the dispersion fit, ``e^phi_c``, with its
+  sampling variance (delta method), and their spread ``tau_phi`` by leaving
+  one configuration out as for ``tau`` below (the dispersion GLM refitted
+  without it), moderated across families the same way: configurations
+  differ in how much their output varies from trial to trial far beyond
+  what the covariates say (log squared CV spread about 0.4-1.5);
 * hurdle: ``P(y = 0)``, a logistic regression on ``[1, log_rel]`` when the
   family has at least 5 zeros and 5 positives, else a Beta(zeros + 1/2,
   positives + 1/2) probability;
@@ -50,12 +57,16 @@ with ``k = tau^2 / (tau^2 + v_c)``, ``m = -tau^2 / 2`` (the mean GLM
 averages over configurations, so their median lies ``tau^2 / 2`` below
 it) and variance ``k v_c``; a configuration the fit never saw draws its
 log effect from ``N(m, tau^2)``, one per configuration and draw. Both then
-get the within-configuration Gamma noise.
+get the within-configuration Gamma noise, whose log squared CV takes the
+configuration's dispersion effect the same way (``tau_phi`` for ``tau``):
+a new configuration gets a mixture of narrow and wide Gamma shapes, as the
+configurations of its family have, rather than one shape of their mean
+squared CV, whose central intervals would be too wide for most of them.
 
 Predictive draws include parameter uncertainty: each draw takes the mean
 coefficients from their asymptotic normal distribution (and the hurdle's)
-and the configuration effect from its distribution, then a Gamma variate
-with the row's within-configuration dispersion.
+and the configuration's mean and dispersion effects from their
+distributions, then a Gamma variate with the row's dispersion.
 """
 
 from __future__ import annotations
@@ -287,7 +298,9 @@ class FamilyRegression:
         beta = rng.multivariate_normal(self.beta, self.beta_cov, size=n_draws, method="eigh")  # (n_draws, p)
         mu = theory[:, None] * np.exp(X @ beta.T + self.config_draws(design["config"].astype(str).to_numpy(),
                                                                         n_draws, rng))  # (n_rows, n_draws)
-        log_phi = _design_matrix(design, self.disp_columns) @ self.gamma + self.units_coef * _units_term(design, self.units_ref)  # log squared CV
+        # log squared CV: the dispersion fit, the unit count and the configuration's dispersion effect
+        log_phi = (_design_matrix(design, self.disp_columns) @ self.gamma
+                   + self.units_coef * _units_term(design, self.units_ref))
         phi = np.exp(log_phi[:, None] + self.dispersion_draws(design["config"].astype(str).to_numpy(), n_draws, rng))
         shape = 1.0 / phi
         y = rng.gamma(shape, mu / shape, size=mu.shape)
@@ -307,7 +320,8 @@ class FamilyRegression:
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, "columns": self.columns, "beta": self.beta.tolist(),
-                "beta_cov": self.beta_cov.tolist(), "disp_columns": self.disp_columns, "gamma": self.gamma.tolist(), "hurdle_kind": self.hurdle_kind,
+                "beta_cov": self.beta_cov.tolist(), "disp_columns": self.disp_columns, "gamma": self.gamma.tolist(),
+                "hurdle_kind": self.hurdle_kind,
                 "hurdle": self.hurdle.tolist(), "hurdle_cov": self.hurdle_cov.tolist(),
                 "quantiles": self.quantiles.tolist(), "n_rows": self.n_rows, "n_zero": self.n_zero,
                 "configs": self.configs, "config_effect": self.config_effect.tolist(),
@@ -348,8 +362,8 @@ def _select_columns(d: pd.DataFrame) -> tuple[list[str], float, int]:
     Every subset of the family's varying covariates (the constant always
     in) is scored by :func:`_leave_one_config_out_sd` (the left-out rows'
     mean squared log error, averaged over configurations); the smallest
-    score wins, the fewer columns on ties. A family with one configuration keeps
-    all its varying covariates (nothing to score them on).
+    score wins, the fewer columns on ties. A family with one configuration
+    keeps all its varying covariates (nothing to score them on).
     """
     import itertools
 
