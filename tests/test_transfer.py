@@ -392,14 +392,20 @@ def test_regression_spread_for_unseen_configurations_is_learnt_from_left_out_one
     assert width["unseen"] > 1.2 * width["seen"]
 
 
-def _config_table(n_configs, n_rows, seed, between_sd=0.3, shape=25.0, start=0):
-    """ReLU rows of n_configs configurations: theory * exp(N(0, between_sd^2)) per configuration * Gamma(shape)/shape."""
+def _config_table(n_configs, n_rows, seed, between_sd=0.3, shape=25.0, disp_sd=0.0, start=0):
+    """ReLU rows of n_configs configurations: theory * exp(N(0, between_sd^2)) per configuration * Gamma/shape noise.
+
+    The Gamma shape is ``shape``, or with ``disp_sd`` each configuration's own: its log squared CV is
+    ``-log(shape) + N(0, disp_sd^2)`` (``log_cv2``). The true effects are columns, not model inputs.
+    """
     rng = np.random.default_rng(seed)
     parts = []
     for k in range(start, start + n_configs):
         df = _rows("relu", n_rows, rng, spec=f"relu(variant={k})")
-        df["log_effect"] = rng.normal(0, between_sd)  # the configuration's true effect (not a model input)
-        df["smp_out"] = theory_terms(df)["theory"] * np.exp(df["log_effect"]) * rng.gamma(shape, 1 / shape, n_rows)
+        df["log_effect"] = rng.normal(0, between_sd) if between_sd else 0.0
+        df["log_cv2"] = -np.log(shape) + (rng.normal(0, disp_sd) if disp_sd else 0.0)
+        k_shape = float(np.exp(-df["log_cv2"].iloc[0]))
+        df["smp_out"] = theory_terms(df)["theory"] * np.exp(df["log_effect"]) * rng.gamma(k_shape, 1 / k_shape, n_rows)
         parts.append(df)
     return pd.concat(parts, ignore_index=True)
 
@@ -436,22 +442,9 @@ def test_regression_splits_between_and_within_configuration_spread():
     assert np.mean((y >= lo) & (y <= hi)) > 0.95
 
 
-def _dispersion_table(n_configs, n_rows, seed, disp_sd=0.8, cv=0.15, start=0):
-    """ReLU rows of configurations whose squared CV is cv**2 * exp(N(0, disp_sd**2)) (mean effects 0)."""
-    rng = np.random.default_rng(seed)
-    parts = []
-    for k in range(start, start + n_configs):
-        df = _rows("relu", n_rows, rng, spec=f"relu(variant={k})")
-        df["log_cv2"] = np.log(cv**2) + rng.normal(0, disp_sd)  # the configuration's true dispersion
-        shape = np.exp(-df["log_cv2"].to_numpy())
-        df["smp_out"] = theory_terms(df)["theory"] * rng.gamma(shape, 1 / shape)
-        parts.append(df)
-    return pd.concat(parts, ignore_index=True)
-
-
 def test_regression_gives_each_configuration_its_own_dispersion():
     # 30 configurations whose log squared CV scatters with sd 0.8 about log(0.15^2)
-    table = _dispersion_table(30, 60, seed=30)
+    table = _config_table(30, 60, seed=30, between_sd=0.0, shape=0.15**-2, disp_sd=0.8)
     train = table.groupby("block_spec").head(50)
     model = fit(train, kind="regression")
     r = model.fits["relu"]
@@ -466,7 +459,7 @@ def test_regression_gives_each_configuration_its_own_dispersion():
     assert np.corrcoef(np.log(width[r.configs].to_numpy()), truth)[0, 1] > 0.9
     assert pred.coverage(seen["smp_out"], 0.9) == pytest.approx(0.9, abs=0.05)
     # 200 new configurations draw their dispersion from the population: calibrated at 50 % and 90 %
-    new = _dispersion_table(200, 10, seed=31, start=100)
+    new = _config_table(200, 10, seed=31, between_sd=0.0, shape=0.15**-2, disp_sd=0.8, start=100)
     y = new["smp_out"].to_numpy()
     pred = model.predict(new, n_draws=2000, seed=0)
     assert 0.86 <= pred.coverage(y, 0.9) <= 0.94
