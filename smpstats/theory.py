@@ -610,50 +610,65 @@ _RECT_M = _RECT_A * _RECT_CDF + _RECT_PDF  # E relu(x) / sigma
 _RECT_Q = (_RECT_A**2 + 1) * _RECT_CDF + _RECT_A * _RECT_PDF  # E relu(x)**2 / sigma**2
 
 
-def relu_preactivation(mean, std, sigma_dot):
-    """Invert ReLU's moments: ``(mu, sigma, sigma_dot)`` of the Gaussian ``x`` whose ``relu(x)`` has these.
+def relu_preactivation(mean, std, sigma_dot, negative_slope=0.0):
+    """Invert ReLU's (or LeakyReLU's) moments: ``(mu, sigma, sigma_dot)`` of the Gaussian ``x`` whose
+    ``relu(x)`` (``leaky_relu(x)`` with this ``negative_slope`` in [0, 1)) has these.
 
     ``E relu(x) = sigma m(a)``, ``E relu(x)**2 = sigma**2 q(a)``, ``a = mu / sigma``,
     with ``m = a Phi(a) + phi(a)`` and ``q = (a**2 + 1) Phi(a) + a phi(a)``;
-    ``mean / std`` is increasing in ``a`` and is inverted on a table of
-    ``a`` in [-8, 8]; the RMS slope of ``relu(x)`` is ``sqrt(Phi(a)) sigma_dot``.
+    ``leaky_relu(x) = relu(x) - s relu(-x)`` has mean ``sigma (m(a) - s m(-a))``
+    and mean square ``sigma**2 (q(a) + s**2 q(-a))``. ``mean / std`` is
+    increasing in ``a`` and is inverted on a table of ``a`` in [-8, 8]; the
+    RMS slope of the output is ``sqrt(Phi(a) + s**2 Phi(-a)) sigma_dot``.
     Arrays broadcast; ``std`` > 0.
     """
     mean, std, sigma_dot = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (mean, std, sigma_dot)))
-    ratio = _RECT_M / np.sqrt(np.maximum(_RECT_Q - _RECT_M**2, 1e-300))
+    s = float(negative_slope)
+    if not 0.0 <= s < 1.0:
+        raise InputError(f"negative_slope must lie in [0, 1) to invert the moments; got {negative_slope!r}.")
+    m = _RECT_M - s * _RECT_M[::-1]  # m(-a) is m reversed on the symmetric table
+    var = _RECT_Q + s**2 * _RECT_Q[::-1] - m**2
+    ratio = m / np.sqrt(np.maximum(var, 1e-300))
     a = np.interp(mean / np.maximum(std, 1e-300), ratio, _RECT_A)
-    sigma = mean / np.interp(a, _RECT_A, _RECT_M)
-    return a * sigma, sigma, sigma_dot / np.sqrt(special.ndtr(a))
+    sigma = std / np.sqrt(np.interp(a, _RECT_A, var))
+    cdf = special.ndtr(a)
+    return a * sigma, sigma, sigma_dot / np.sqrt(cdf + s**2 * (1.0 - cdf))
 
 
-def maxpool_after_relu_terms(k, mu, sigma, sigma_dot, length):
-    r"""SMP terms of ``maxpool(relu(x))`` for ``k`` i.i.d. Gaussian pre-activations ``N(mu, sigma**2)``.
+def maxpool_after_relu_terms(k, mu, sigma, sigma_dot, length, negative_slope=0.0):
+    r"""SMP terms of ``maxpool(relu(x))`` (or of ``maxpool(leaky_relu(x))``) for ``k`` i.i.d. Gaussian
+    pre-activations ``N(mu, sigma**2)``.
 
-    ``max(relu(x_i)) = relu(max(x_i))``: the output switches between units
-    only where the common value is positive, and a unit's ReLU kink passes
-    only where the other ``k - 1`` units are negative. Returns a tuple
+    ``max(relu(x_i)) = relu(max(x_i))``, and the same for any increasing
+    activation: the output switches between units at full size where the
+    common value is positive (times the slope ``s`` where it is negative),
+    and a unit's own kink at 0 passes only where the other ``k - 1`` units
+    are negative. Returns a tuple
 
-    * ``new``: switching kinks at positive values, ``C(k, 2) T 2 sigma_dot**2
-      / (sqrt 2 sigma sqrt(2 pi)) E[Phi((V - mu)/sigma)**(k-2); V > 0]``,
+    * ``new``: switching kinks, ``C(k, 2) T 2 sigma_dot**2 / (sqrt 2 sigma
+      sqrt(2 pi)) E[Phi((V - mu)/sigma)**(k-2) (1{V > 0} + s 1{V < 0})]``,
       ``V ~ N(mu, sigma**2 / 2)``;
-    * ``pass_new``: share of the ReLU's new kinks (per unit) carried per
-      output unit, ``k Phi(-a)**(k-1)``;
-    * ``pass_old``: share of the older kinks that survived the ReLU carried,
-      ``(1 - Phi(-a)**k) / Phi(a)`` (the current maximum's kinks while it is
-      positive).
+    * ``pass_new``: share of the activation's new kinks (per unit) carried
+      per output unit, ``k Phi(-a)**(k-1)``;
+    * ``pass_old``: share of the older kinks that survived the activation
+      carried, ``(1 - Phi(-a)**k + s Phi(-a)**k) / (Phi(a) + s Phi(-a))``
+      (the current maximum's kinks, at full size while it is positive).
     """
     k, mu, sigma, sigma_dot, length = np.broadcast_arrays(
         *(np.asarray(v, dtype=float) for v in (k, mu, sigma, sigma_dot, length)))
+    s = float(negative_slope)
     a = mu / sigma
     z, w = np.polynomial.hermite_e.hermegauss(64)
     w = w / w.sum()
     v = mu[..., None] + sigma[..., None] * z / math.sqrt(2)  # the common value of two crossing units
-    switch = ((special.ndtr(z / math.sqrt(2)) ** np.maximum(k[..., None] - 2, 0)) * (v > 0) * w).sum(-1)
+    size = np.where(v > 0, 1.0, s)
+    switch = ((special.ndtr(z / math.sqrt(2)) ** np.maximum(k[..., None] - 2, 0)) * size * w).sum(-1)
     pairs = k * (k - 1) / 2
     new = pairs * length * 2 * sigma_dot**2 / (math.sqrt(2) * sigma * math.sqrt(2 * math.pi)) * switch
     phi_neg = special.ndtr(-a)
     pass_new = k * phi_neg ** (k - 1)
-    pass_old = np.divide(1 - phi_neg**k, 1 - phi_neg, out=np.ones_like(a), where=phi_neg < 1)
+    pass_old = np.divide(1 - phi_neg**k + s * phi_neg**k, 1 - phi_neg + s * phi_neg, out=np.ones_like(a),
+                         where=(1 - phi_neg + s * phi_neg) > 0)
     return new, pass_new, pass_old
 
 

@@ -19,12 +19,15 @@ drawn from its init family:
   statistics from :mod:`smpstats.blocks`' draw): ``E|gamma| E[var^-1/2] S_in``,
   or with given statistics (a finite ``bn_gain_abs`` column) ``bn_gain_abs S_in``;
 * smooth activations: ``carried = E|g'(X)| S_in`` (no new kinks); right
-  after a ReLU, whose kinks sit at the value 0, its share of the kinks is
-  scaled by ``|g'(0)|`` instead;
+  after a ReLU, LeakyReLU or PReLU, whose kinks sit at the value 0, its
+  share of the kinks is scaled by ``|g'(0)|`` instead, and the older kinks
+  by ``g'`` where they sit (the positive side of the pre-activation, and
+  for a leaky one its negative side times the slope);
 * ReLU, LeakyReLU, PReLU and max pooling: Kac-Rice and pairwise switching for
   the new kinks, the surviving inherited kinks carried; max pooling right
-  after a ReLU (``prev_block_spec == "relu"``) as ``relu(max(x))`` of the
-  Gaussian pre-activations, recovered from the ReLU outputs' moments.
+  after a ReLU, LeakyReLU or PReLU as ``relu(max(x))`` (``leaky_relu(max(x))``)
+  of the Gaussian pre-activations, recovered from the rectifier outputs'
+  moments.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import math
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from . import theory
 from .errors import InputError
@@ -135,10 +139,21 @@ def _previous(rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
     return np.array([v.strip() for v in values], dtype=object), inverse.reshape(-1)
 
 
-def _after_relu(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Rows whose block follows a ReLU (:func:`_previous`)."""
+def _prev_rectifier_slope(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Negative slope of a ReLU (0), LeakyReLU or PReLU right before each row's block (:func:`_previous`),
+    NaN otherwise."""
+    from .blocks import parse_spec
+
     values, inverse = previous
-    return (values == "relu")[inverse]
+    slope = np.full(len(values), math.nan)
+    for i, text in enumerate(values):
+        if text == "relu":
+            slope[i] = 0.0
+        elif text.startswith(("leaky_relu", "prelu")):
+            (block,) = parse_spec(text)
+            p = block.resolved()
+            slope[i] = float(p["negative_slope"] if block.name == "leaky_relu" else p["alpha"])
+    return slope[inverse]
 
 
 def _prev_maxpool_window(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -154,39 +169,52 @@ def _prev_maxpool_window(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return window[inverse]
 
 
-def _relu_kinks(mu, sigma, sigma_dot, length, smp_in):
-    """The Gaussian pre-activations behind ReLU outputs of these moments, and the ReLU's own share of ``smp_in``.
+def _relu_kinks(mu, sigma, sigma_dot, length, smp_in, slope):
+    """The Gaussian pre-activations behind ReLU (``slope = 0``) or LeakyReLU outputs of these moments, and the
+    activation's own share of ``smp_in``.
 
     Returns ``(pre, relu_new)``: ``pre = (mu, sigma, sigma_dot)`` of the
     pre-activations (:func:`smpstats.theory.relu_preactivation`) and the
-    ReLU's new kinks per unit (Kac-Rice on them, at most ``smp_in``); the
-    rest of ``smp_in`` are older kinks that survived the ReLU.
+    activation's new kinks per unit (Kac-Rice on them, at most ``smp_in``);
+    the rest of ``smp_in`` are older kinks that survived it.
     """
-    pre = theory.relu_preactivation(mu, sigma, sigma_dot)
-    return pre, np.minimum(np.asarray(theory.relu_expected_smp(*pre, length), dtype=float), smp_in)
+    pre = theory.relu_preactivation(mu, sigma, sigma_dot, slope)
+    own = theory._leaky_relu_expected_smp(*pre, length, 0.0, slope)
+    return pre, np.minimum(np.asarray(own, dtype=float), smp_in)
 
 
-def _maxpool_after_relu(k, mu, sigma, sigma_dot, length, smp_in):
-    """(new, carried) of max pooling over ReLU outputs, from the pre-activations behind them.
+def _maxpool_after_relu(k, mu, sigma, sigma_dot, length, smp_in, slope):
+    """(new, carried) of max pooling over ReLU (LeakyReLU) outputs, from the pre-activations behind them.
 
-    The ReLU's new kinks and the older kinks that survived it pass in
+    The activation's new kinks and the older kinks that survived it pass in
     different shares (see :func:`smpstats.theory.maxpool_after_relu_terms`).
     """
-    pre, relu_new = _relu_kinks(mu, sigma, sigma_dot, length, smp_in)
-    new, pass_new, pass_old = theory.maxpool_after_relu_terms(k, *pre, length)
+    pre, relu_new = _relu_kinks(mu, sigma, sigma_dot, length, smp_in, slope)
+    new, pass_new, pass_old = theory.maxpool_after_relu_terms(k, *pre, length, slope)
     return new, pass_new * relu_new + pass_old * (smp_in - relu_new)
 
 
-def _smooth_after_relu(name, beta, mu, sigma, sigma_dot, length, smp_in):
-    """Carried SMP of a smooth activation ``g`` right after a ReLU.
+def _smooth_after_relu(name, beta, mu, sigma, sigma_dot, length, smp_in, slope):
+    """Carried SMP of a smooth activation ``g`` right after a ReLU (``slope = 0``) or LeakyReLU.
 
-    The ReLU's own kinks sit where its output is 0, so ``g`` scales them by
-    ``|g'(0)|``; the older kinks that survived the ReLU sit where its
-    Gaussian pre-activation ``X`` is positive, gain ``E[|g'(X)| | X > 0]``.
+    The rectifier's own kinks sit where its output is 0, so ``g`` scales
+    them by ``|g'(0)|``. An older kink that survived it sits at ``X`` (the
+    Gaussian pre-activation) at full size where ``X > 0`` and at ``slope X``
+    times the slope where ``X < 0``: gain ``(E[|g'(X)|; X > 0] + s E[|g'(s X)|; X < 0])
+    / (P(X > 0) + s P(X < 0))``.
     """
-    pre, relu_new = _relu_kinks(mu, sigma, sigma_dot, length, smp_in)
+    pre, relu_new = _relu_kinks(mu, sigma, sigma_dot, length, smp_in, slope)
     at_zero = float(theory.smooth_activation_gain(name, 0.0, 0.0, beta=beta))
-    survivors = np.asarray(theory.smooth_activation_gain(name, pre[0], pre[1], beta=beta, positive=True), dtype=float)
+    p_pos = special.ndtr(pre[0] / pre[1])
+    pos = p_pos * np.asarray(theory.smooth_activation_gain(name, pre[0], pre[1], beta=beta, positive=True), dtype=float)
+    # E[|g'(Y)|; Y < 0] for Y = s X: all of E|g'(Y)| less its positive part (P(Y > 0) = P(X > 0))
+    neg = 0.0
+    if slope > 0:
+        y_mu, y_sigma = slope * pre[0], slope * pre[1]
+        neg = (np.asarray(theory.smooth_activation_gain(name, y_mu, y_sigma, beta=beta), dtype=float)
+               - p_pos * np.asarray(theory.smooth_activation_gain(name, y_mu, y_sigma, beta=beta, positive=True),
+                                    dtype=float))
+    survivors = (pos + slope * np.maximum(neg, 0.0)) / (p_pos + slope * (1.0 - p_pos))
     return at_zero * relu_new + survivors * (smp_in - relu_new)
 
 
@@ -311,10 +339,13 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     sig_window = np.where(np.isfinite(chan), np.maximum(chan, 1e-12 * np.maximum(1.0, np.abs(mu))), sig)
     split(lambda kk, *a: theory.maxpool_expected_smp(kk.astype(int), *a), pool, k, sigma=sig_window)
     previous = _previous(table)
-    after_relu = _after_relu(previous)
-    m = is_block("maxpool1d", "maxpool2d") & after_relu & (mu > 0)  # ReLU outputs have a positive mean
-    if m.any():
-        new[m], carried[m] = _maxpool_after_relu(k[m], mu[m], sig[m], sdot[m], length[m], smp_in[m])
+    rect_slope = _prev_rectifier_slope(previous)
+    # after a rectifier (a ReLU's outputs have a positive mean where the layer is alive)
+    after_rect = np.isfinite(rect_slope) & ((rect_slope > 0) | (mu > 0)) & (sigma > 0)
+    m = is_block("maxpool1d", "maxpool2d") & after_rect
+    for slope in np.unique(rect_slope[m]):
+        r = m & (rect_slope == slope)
+        new[r], carried[r] = _maxpool_after_relu(k[r], mu[r], sig[r], sdot[r], length[r], smp_in[r], float(slope))
 
     m = is_block("linear", "conv1d", "conv2d")
     if m.any():
@@ -340,10 +371,10 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
                     name = "gelu_tanh" if (act == "gelu" and tanh_form) else act
                     carried[m] = np.asarray(theory.smooth_activation_expected_smp(
                         name, mu[m], sig[m], smp_in[m], beta=float(beta)), dtype=float)
-                    r = m & after_relu & (mu > 0)
-                    if r.any():
+                    for slope in np.unique(rect_slope[m & after_rect]):
+                        r = m & after_rect & (rect_slope == slope)
                         carried[r] = _smooth_after_relu(name, float(beta), mu[r], sig[r], sdot[r], length[r],
-                                                        smp_in[r])
+                                                        smp_in[r], float(slope))
                     p = m & np.isfinite(pooled_before)
                     if p.any():
                         carried[p] = _smooth_after_maxpool(name, float(beta), pooled_before[p].astype(int), mu[p],

@@ -143,11 +143,14 @@ def test_theory_terms_look_the_previous_block_up_in_a_chain_table():
 
 
 @pytest.mark.parametrize("spec, path", [("relu | silu", "smooth"), ("relu | tanh", "smooth"),
-                                        ("relu | gelu", "kinked")])
+                                        ("relu | gelu", "kinked"), ("leaky_relu(negative_slope=0.1) | gelu", "smooth"),
+                                        ("prelu(alpha=0.25) | tanh", "smooth"),
+                                        ("leaky_relu(negative_slope=0.2) | softplus", "kinked")])
 def test_smooth_activation_after_relu_scales_the_relus_kinks_by_the_slope_at_zero(spec, path):
-    """silu(relu(x)): the ReLU's kinks sit at 0, where silu' = 1/2 (tanh' = 1); a fine grid resolves them."""
+    """silu(relu(x)): the ReLU's kinks sit at 0, where silu' = 1/2 (tanh' = 1); a fine grid resolves them.
+    A leaky ReLU's too, and its older kinks sit on both sides of 0, at the slope times the pre-activation."""
     df = smpstats.simulate(spec, n_trials=30, seed=6, input_shape=(4, 32), path=path, n_points=4096)
-    act = df[df["stage"] == 2].assign(prev_block_spec="relu")
+    act = df[df["stage"] == 2].assign(prev_block_spec=spec.split(" | ")[0])
     assert act["smp_out"].mean() / theory_terms(act)["theory"].mean() - 1 == pytest.approx(0.0, abs=0.03)
     if path == "smooth":  # the value-distribution gain E|g'(X)| misses the ReLU's zeros by far
         generic = theory_terms(act.assign(prev_block_spec=""))["theory"].mean()
