@@ -15,7 +15,10 @@ drawn from its init family:
   std ``sigma_w / sqrt(fan_in)``, i.e. ``sigma_w sqrt(2 fan_in / pi) S_in``;
   given weights (a finite ``w_l1`` column, see
   :func:`smpstats.chain_reading.given_weight_columns`): ``w_l1 S_in``;
-* average pooling: ``carried = S_in``; batch norm (eval mode, running
+* average pooling: ``carried = S_in``, right after a conv times the share
+  that survives the signed sums of the kinks that neighbouring conv outputs
+  share (``sum sqrt(r) / sum r`` over the overlaps ``r`` of their receptive
+  fields; 0.80 for a kernel-3 conv and a 2-window); batch norm (eval mode, running
   statistics from :mod:`smpstats.blocks`' draw): ``E|gamma| E[var^-1/2] S_in``,
   or with given statistics (a finite ``bn_gain_abs`` column) ``bn_gain_abs S_in``;
 * smooth activations: ``carried = E|g'(X)| S_in`` (no new kinks); right
@@ -167,6 +170,45 @@ def _prev_maxpool_window(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
             (block,) = parse_spec(text)
             window[i] = block.window()
     return window[inverse]
+
+
+def _pool_after_conv_factor(previous: tuple[np.ndarray, np.ndarray], pool_kernel: np.ndarray,
+                            rank: np.ndarray) -> np.ndarray:
+    """Share of the per-unit rule's carried SMP that an average pooling right after a conv keeps, per row.
+
+    One input kink of the conv reaches ``r`` outputs of a pooling window
+    (neighbouring positions whose receptive fields overlap), and the pooled
+    jump is ``(1/window) sum of r`` Gaussian weights times the kink: ``sqrt(r)``
+    rather than ``r`` times ``E|w|``. Per dimension, over the input positions
+    that a window of ``k`` consecutive conv outputs reads (conv stride and
+    dilation included; windows away from padded borders), the factor is
+    ``sum sqrt(r_i) / sum r_i``; over dimensions, the product. 1 for rows
+    not right after a conv (``pool_kernel``, ``rank``: the pooling's kernel
+    size per dimension and its number of spatial dimensions).
+    """
+    from collections import Counter
+
+    from .blocks import parse_spec
+
+    values, inverse = previous
+    out = np.ones(len(inverse))
+    for i, text in enumerate(values):
+        if not text.startswith(("conv1d", "conv2d")):
+            continue
+        (conv,) = parse_spec(text)
+        p = conv.resolved()
+        rows = inverse == i
+        for k, d in {(int(kk), int(dd)) for kk, dd in zip(pool_kernel[rows], rank[rows])}:
+            def per_dim(v, j):
+                return int(v[j]) if isinstance(v, (tuple, list)) else int(v)
+            factor = 1.0
+            for j in range(d):
+                reads = Counter(m * per_dim(p["stride"], j) + t * per_dim(p["dilation"], j)
+                                for m in range(k) for t in range(per_dim(p["kernel_size"], j)))
+                r = np.array(list(reads.values()), dtype=float)
+                factor *= np.sqrt(r).sum() / r.sum()
+            out[rows & (pool_kernel == k) & (rank == d)] = factor
+    return out
 
 
 def _relu_kinks(mu, sigma, sigma_dot, length, smp_in, slope):
@@ -356,6 +398,11 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
         carried[m] = w_l1[m] * smp_in[m]
     m = is_block("avgpool1d", "avgpool2d", "flatten")
     carried[m] = smp_in[m]
+    m = is_block("avgpool1d", "avgpool2d")
+    if m.any():
+        rank = np.where(np.char.endswith(blocks.astype(str), "2d"), 2, 1)
+        pool_kernel = np.rint(np.where(np.isfinite(k), k, 1.0) ** (1.0 / rank)).astype(int)
+        carried[m] *= _pool_after_conv_factor(previous, pool_kernel, rank)[m]
     m = is_block("batchnorm")
     if m.any():
         gain = np.where(np.isfinite(table.num("bn_gain_abs")), table.num("bn_gain_abs"), _BATCHNORM_GAIN)

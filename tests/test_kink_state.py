@@ -80,6 +80,23 @@ def test_maxpool_after_relu_matches_exact_simulation(first):
     assert abs(generic - observed) > 0.15 * observed
 
 
+@pytest.mark.parametrize("spec, shape", [
+    ("conv1d(out_channels=8, kernel_size=3) | avgpool1d(kernel_size=2)", (4, 64)),
+    ("conv2d(out_channels=4, kernel_size=3) | avgpool2d(kernel_size=2)", (2, 16, 16)),
+    ("conv1d(out_channels=4, kernel_size=3, dilation=2) | avgpool1d(kernel_size=3)", (4, 64))])
+def test_average_pooling_after_a_conv_adds_the_shared_kinks_of_neighbours_as_signed_sums(spec, shape):
+    """Neighbouring conv outputs carry the same input kinks: a pooling window sums their jumps with random signs."""
+    from smpstats.inputs import KinkedInputs
+
+    sim = smpstats.simulate(spec, 40, seed=3, input_shape=shape, n_points=513, method="exact",
+                            path=KinkedInputs(kink_rate=(0.5, 10.0), jump_ratio=(0.3, 2.0)))
+    pool = sim[sim.stage == 2].assign(prev_block_spec=spec.split(" | ")[0])
+    observed = pool["smp_out"].mean()
+    assert theory_terms(pool)["theory"].mean() / observed == pytest.approx(1.0, abs=0.03)
+    # the per-unit rule (carried = smp_in) counts every shared kink at full size: 12-20 % high
+    assert theory_terms(pool.assign(prev_block_spec=""))["theory"].mean() / observed > 1.1
+
+
 @pytest.fixture(scope="module")
 def deep_mlp():
     spec = "linear(out_features=16)|relu|linear(out_features=16)|relu|linear(out_features=16)|relu|linear(out_features=8)"
