@@ -30,7 +30,9 @@ drawn from its init family:
   the new kinks, the surviving inherited kinks carried; max pooling right
   after a ReLU, LeakyReLU or PReLU as ``relu(max(x))`` (``leaky_relu(max(x))``)
   of the Gaussian pre-activations, recovered from the rectifier outputs'
-  moments.
+  moments; a rectifier right after max pooling from the pooled Gaussian
+  inputs, recovered from the max's moments (the max crosses 0 where its
+  current unit does).
 """
 
 from __future__ import annotations
@@ -275,6 +277,30 @@ def _smooth_after_maxpool(name, beta, k, mu, sigma, sigma_dot, length, smp_in):
     return switch_gain * switches + max_gain * (smp_in - switches)
 
 
+def _rectifier_after_maxpool(k, mu, sigma, sigma_dot, length, smp_in, slope):
+    """(new, carried) of a ReLU (``slope = 0``) or LeakyReLU right after max pooling over ``k`` i.i.d. Gaussian
+    inputs, whose moments are recovered from the max's.
+
+    The max crosses 0 where its current unit does while the other ``k - 1``
+    lie below: Kac-Rice on one input unit times ``k Phi(-a)**(k-1)`` (the
+    units' slopes are independent of all values at the same time). The
+    pooling's switching kinks sit where two inputs tie and survive at full
+    size where that common value is positive (else times the slope); its
+    carried kinks sit at the max, which is positive with probability
+    ``1 - Phi(-a)**k`` (:func:`smpstats.theory.maxpool_after_relu_terms` has
+    both shares).
+    """
+    pre_mu, pre_sigma = theory.max_input_moments(k, mu, sigma)
+    pre_sigma = np.maximum(pre_sigma, 1e-300)
+    switches_all = np.asarray(theory.maxpool_expected_smp(k, pre_mu, pre_sigma, sigma_dot, length), dtype=float)
+    switches_kept, pass_new, _ = theory.maxpool_after_relu_terms(k, pre_mu, pre_sigma, sigma_dot, length, slope)
+    switch_share = np.divide(switches_kept, switches_all, out=np.ones_like(switches_all), where=switches_all > 0)
+    switches = np.minimum(switches_all, smp_in)
+    below = special.ndtr(-pre_mu / pre_sigma) ** k  # the whole window below 0
+    own = pass_new * np.asarray(theory._leaky_relu_expected_smp(pre_mu, pre_sigma, sigma_dot, length, 0.0, slope))
+    return own, switch_share * switches + (1.0 - below + slope * below) * (smp_in - switches)
+
+
 def previous_specs(samples: pd.DataFrame) -> pd.Series:
     """block_spec of the previous stage of the same trial ("" for stage 1).
 
@@ -410,6 +436,10 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     betas = table.num("beta", 1.0)
     approx = table.text("approximate", "none")
     pooled_before = _prev_maxpool_window(previous)
+    m = is_block("relu", "leaky_relu", "prelu") & np.isfinite(pooled_before) & (sigma > 0)
+    for window, s_ in {(w, float(v)) for w, v in zip(pooled_before[m], np.where(is_block("relu"), 0.0, slope)[m])}:
+        r = m & (pooled_before == window) & (np.where(is_block("relu"), 0.0, slope) == s_)
+        new[r], carried[r] = _rectifier_after_maxpool(int(window), mu[r], sig[r], sdot[r], length[r], smp_in[r], s_)
     for act in ("gelu", "silu", "softplus", "tanh"):
         for beta in np.unique(np.nan_to_num(betas[is_block(act)], nan=1.0)):
             for tanh_form in (False, True):

@@ -97,6 +97,18 @@ def test_average_pooling_after_a_conv_adds_the_shared_kinks_of_neighbours_as_sig
     assert theory_terms(pool.assign(prev_block_spec=""))["theory"].mean() / observed > 1.1
 
 
+@pytest.mark.parametrize("spec, shape", [("maxpool2d(kernel_size=2) | relu", (3, 16, 16)),
+                                         ("maxpool1d(kernel_size=3) | relu", (8, 64)),
+                                         ("maxpool1d(kernel_size=2) | leaky_relu(negative_slope=0.1)", (8, 64))])
+def test_rectifier_after_max_pooling_crosses_zero_where_the_current_maximum_does(spec, shape):
+    """relu(max x): new kinks where the selected unit crosses 0 with the others below, not Kac-Rice on a Gaussian."""
+    sim = smpstats.simulate(spec, 40, seed=3, input_shape=shape, n_points=513, path="smooth", method="exact")
+    act = sim[sim.stage == 2].assign(prev_block_spec=spec.split(" | ")[0])
+    observed = act["smp_out"].mean()
+    assert theory_terms(act)["theory"].mean() / observed == pytest.approx(1.0, abs=0.03)
+    assert theory_terms(act.assign(prev_block_spec=""))["theory"].mean() / observed > 1.07  # max as Gaussian
+
+
 @pytest.fixture(scope="module")
 def deep_mlp():
     spec = "linear(out_features=16)|relu|linear(out_features=16)|relu|linear(out_features=16)|relu|linear(out_features=8)"
