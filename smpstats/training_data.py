@@ -51,7 +51,10 @@ _LIN = "linear(out_features=16)"
 
 #: Configurations per family and split. Each family's training split mixes blocks on their own and after
 #: another block (``chained``), smooth and kinked inputs, 1-D and 2-D layers, so that the spread between
-#: configurations, which a new configuration draws from, is learnt from 6-8 of them.
+#: configurations, which a new configuration draws from, is learnt from 6-8 of them. The held-out split has 9-10
+#: per family, new blocks and new contexts (a leaky ReLU or batch norm before, a conv before a pooling, a max pool
+#: before a ReLU), so that a family's per-trial coverage is not decided by 4-5 configurations whose trials fall
+#: inside or outside their intervals together.
 CONFIGS: dict[str, dict[str, tuple[BlockConfig, ...]]] = {
     "relu": {
         "train": (_C("relu", (8, 64), "smooth"), _C("relu", (8, 64), "kinked"), _C(f"{_CONV3} | relu", (8, 64), "smooth"),
@@ -59,7 +62,11 @@ CONFIGS: dict[str, dict[str, tuple[BlockConfig, ...]]] = {
                   _C("batchnorm | relu", (8, 64), "kinked"), _C("avgpool1d(kernel_size=2) | relu", (8, 64), "kinked")),
         "holdout": (_C("relu", (16, 32), "smooth"), _C("relu", (4, 64), "kinked"), _C(f"{_CONV5} | relu", (8, 64), "smooth"),
                     _C("linear(out_features=32) | relu", (8,), "smooth"), _C("conv1d(out_channels=4, kernel_size=3) | relu",
-                                                                             (8, 64), "kinked")),
+                                                                             (8, 64), "kinked"),
+                    _C("avgpool1d(kernel_size=3) | relu", (8, 64), "kinked"),
+                    _C("conv2d(out_channels=8, kernel_size=3) | relu", (3, 16, 16), "smooth"),
+                    _C("linear(out_features=8) | relu", (32,), "kinked"), _C("maxpool2d(kernel_size=2) | relu", (3, 16, 16), "smooth"),
+                    _C("conv1d(out_channels=16, kernel_size=3) | relu", (4, 64), "kinked")),
     },
     "leaky_relu": {
         "train": (_C("leaky_relu(negative_slope=0.01)", (8, 64), "smooth"), _C("leaky_relu(negative_slope=0.1)", (8, 64), "kinked"),
@@ -69,7 +76,11 @@ CONFIGS: dict[str, dict[str, tuple[BlockConfig, ...]]] = {
                   _C(f"{_CONV2D} | prelu(alpha=0.25)", (2, 16, 16), "smooth")),
         "holdout": (_C("leaky_relu(negative_slope=0.05)", (8, 64), "kinked"), _C("leaky_relu(negative_slope=0.2)", (8, 64), "smooth"),
                     _C("prelu(alpha=0.15)", (8, 64), "smooth"), _C(f"{_CONV5} | leaky_relu(negative_slope=0.05)", (8, 64), "smooth"),
-                    _C("linear(out_features=32) | leaky_relu(negative_slope=0.2)", (8,), "kinked")),
+                    _C("linear(out_features=32) | leaky_relu(negative_slope=0.2)", (8,), "kinked"),
+                    _C("leaky_relu(negative_slope=0.02)", (16, 32), "kinked"), _C("prelu(alpha=0.05)", (3, 16, 16), "smooth"),
+                    _C("conv2d(out_channels=8, kernel_size=3) | leaky_relu(negative_slope=0.1)", (2, 16, 16), "kinked"),
+                    _C("batchnorm | leaky_relu(negative_slope=0.3)", (8, 64), "smooth"),
+                    _C("avgpool1d(kernel_size=2) | prelu(alpha=0.1)", (8, 64), "kinked")),
     },
     "maxpool": {
         "train": (_C("maxpool1d(kernel_size=2)", (8, 64), "smooth"), _C("maxpool1d(kernel_size=3)", (8, 64), "kinked"),
@@ -79,7 +90,11 @@ CONFIGS: dict[str, dict[str, tuple[BlockConfig, ...]]] = {
         "holdout": (_C("maxpool1d(kernel_size=4)", (8, 64), "smooth"), _C("maxpool2d(kernel_size=2)", (3, 16, 16), "kinked"),
                     _C(f"{_CONV5} | maxpool1d(kernel_size=3)", (8, 64), "smooth"),
                     _C("relu | maxpool2d(kernel_size=2)", (3, 16, 16), "smooth"),
-                    _C("conv1d(out_channels=4, kernel_size=3) | relu | maxpool1d(kernel_size=4)", (4, 64), "kinked")),
+                    _C("conv1d(out_channels=4, kernel_size=3) | relu | maxpool1d(kernel_size=4)", (4, 64), "kinked"),
+                    _C("maxpool1d(kernel_size=6)", (8, 64), "kinked"), _C("maxpool1d(kernel_size=5)", (8, 64), "smooth"),
+                    _C(f"{_CONV2D} | relu | maxpool2d(kernel_size=2)", (2, 16, 16), "smooth"),
+                    _C("leaky_relu(negative_slope=0.1) | maxpool1d(kernel_size=2)", (8, 64), "smooth"),
+                    _C("batchnorm | maxpool1d(kernel_size=3)", (8, 64), "kinked")),
     },
     "affine": {
         "train": (_C(_CONV3, (4, 64), "kinked"), _C(_LIN, (16,), "kinked"), _C(f"relu | {_CONV3}", (4, 64), "smooth"),
@@ -88,7 +103,12 @@ CONFIGS: dict[str, dict[str, tuple[BlockConfig, ...]]] = {
                   _C("linear(out_features=8)", (32,), "kinked")),
         "holdout": (_C("conv1d(out_channels=16, kernel_size=5)", (2, 64), "kinked"), _C("linear(out_features=32)", (24,), "kinked"),
                     _C(f"relu | {_CONV2D}", (2, 16, 16), "smooth"), _C("relu | linear(out_features=8)", (32,), "smooth"),
-                    _C("maxpool1d(kernel_size=2) | conv1d(out_channels=8, kernel_size=3)", (4, 64), "smooth")),
+                    _C("maxpool1d(kernel_size=2) | conv1d(out_channels=8, kernel_size=3)", (4, 64), "smooth"),
+                    _C("conv1d(out_channels=4, kernel_size=7)", (8, 64), "kinked"),
+                    _C("leaky_relu(negative_slope=0.1) | linear(out_features=16)", (16,), "smooth"),
+                    _C("relu | conv1d(out_channels=16, kernel_size=3)", (4, 64), "smooth"),
+                    _C("avgpool1d(kernel_size=2) | conv1d(out_channels=8, kernel_size=3)", (4, 64), "kinked"),
+                    _C("conv2d(out_channels=8, kernel_size=3)", (3, 16, 16), "kinked")),
     },
     "avgpool": {
         "train": (_C("avgpool1d(kernel_size=2)", (8, 64), "kinked"), _C("avgpool1d(kernel_size=3)", (8, 64), "kinked"),
@@ -96,21 +116,33 @@ CONFIGS: dict[str, dict[str, tuple[BlockConfig, ...]]] = {
                   _C("avgpool1d(kernel_size=5)", (8, 64), "kinked"), _C("maxpool1d(kernel_size=2) | avgpool1d(kernel_size=2)", (8, 64), "smooth")),
         "holdout": (_C("avgpool1d(kernel_size=4)", (8, 64), "kinked"), _C("avgpool2d(kernel_size=2)", (3, 16, 16), "kinked"),
                     _C("relu | avgpool1d(kernel_size=3)", (8, 64), "smooth"),
-                    _C("leaky_relu(negative_slope=0.1) | avgpool1d(kernel_size=2)", (8, 64), "smooth")),
+                    _C("leaky_relu(negative_slope=0.1) | avgpool1d(kernel_size=2)", (8, 64), "smooth"),
+                    _C("avgpool1d(kernel_size=8)", (8, 64), "kinked"),
+                    _C("maxpool2d(kernel_size=2) | avgpool2d(kernel_size=2)", (3, 16, 16), "smooth"),
+                    _C("prelu(alpha=0.25) | avgpool1d(kernel_size=4)", (8, 64), "smooth"),
+                    _C("relu | avgpool1d(kernel_size=5)", (4, 64), "smooth"),
+                    _C("conv1d(out_channels=8, kernel_size=3) | avgpool1d(kernel_size=2)", (4, 64), "kinked")),
     },
     "batchnorm": {
         "train": (_C("batchnorm", (8, 64), "kinked"), _C("relu | batchnorm", (8, 64), "smooth"),
                   _C(f"{_CONV3} | batchnorm", (4, 64), "kinked"), _C("leaky_relu(negative_slope=0.1) | batchnorm", (8, 64), "smooth"),
                   _C("maxpool1d(kernel_size=2) | batchnorm", (8, 64), "smooth"), _C("batchnorm", (3, 16, 16), "kinked")),
         "holdout": (_C("batchnorm", (16, 32), "kinked"), _C("relu | batchnorm", (4, 64), "smooth"),
-                    _C(f"{_CONV5} | batchnorm", (4, 64), "kinked"), _C("prelu(alpha=0.2) | batchnorm", (8, 64), "smooth")),
+                    _C(f"{_CONV5} | batchnorm", (4, 64), "kinked"), _C("prelu(alpha=0.2) | batchnorm", (8, 64), "smooth"),
+                    _C("avgpool1d(kernel_size=2) | batchnorm", (8, 64), "kinked"),
+                    _C("leaky_relu(negative_slope=0.05) | batchnorm", (16, 32), "smooth"),
+                    _C("maxpool1d(kernel_size=3) | batchnorm", (8, 64), "smooth"), _C("maxpool2d(kernel_size=2) | batchnorm", (3, 16, 16), "smooth"),
+                    _C(f"{_CONV2D} | batchnorm", (2, 16, 16), "kinked")),
     },
     "smooth": {
         "train": (_C("gelu", (8, 64), "kinked"), _C("tanh", (8, 64), "kinked"), _C("relu | silu", (8, 64), "smooth"),
                   _C("relu | tanh", (8, 64), "smooth"), _C("softplus(beta=2)", (8, 64), "kinked"),
                   _C("maxpool1d(kernel_size=2) | gelu", (8, 64), "smooth"), _C("relu | softplus", (3, 16, 16), "smooth")),
         "holdout": (_C("softplus", (8, 64), "kinked"), _C("silu", (8, 64), "kinked"), _C("relu | gelu", (8, 64), "smooth"),
-                    _C("maxpool1d(kernel_size=3) | silu", (8, 64), "smooth"), _C("relu | softplus(beta=2)", (8, 64), "smooth")),
+                    _C("maxpool1d(kernel_size=3) | silu", (8, 64), "smooth"), _C("relu | softplus(beta=2)", (8, 64), "smooth"),
+                    _C("gelu(approximate=tanh)", (8, 64), "kinked"), _C("softplus(beta=0.5)", (8, 64), "kinked"),
+                    _C("maxpool1d(kernel_size=2) | tanh", (8, 64), "smooth"),
+                    _C("leaky_relu(negative_slope=0.1) | gelu", (8, 64), "smooth"), _C("leaky_relu(negative_slope=0.2) | softplus", (3, 16, 16), "smooth")),
     },
 }
 
