@@ -15,6 +15,9 @@ drawn from its init family:
   std ``sigma_w / sqrt(fan_in)``, i.e. ``sigma_w sqrt(2 fan_in / pi) S_in``;
   given weights (a finite ``w_l1`` column, see
   :func:`smpstats.chain_reading.given_weight_columns`): ``w_l1 S_in``;
+* a ReLU or leaky one right after a batch norm with drawn statistics: the
+  Kac-Rice rate and the survival of older kinks averaged over the channel
+  draw (gains and shifts differ by channel);
 * average pooling: ``carried = S_in``, right after a conv times the share
   that survives the signed sums of the kinks that neighbouring conv outputs
   share (``sum sqrt(r) / sum r`` over the overlaps ``r`` of their receptive
@@ -37,7 +40,9 @@ drawn from its init family:
 
 from __future__ import annotations
 
+import functools
 import math
+
 import numpy as np
 import pandas as pd
 from scipy import special
@@ -82,6 +87,20 @@ def _batchnorm_gain() -> float:
 
 
 _BATCHNORM_GAIN = _batchnorm_gain()
+
+
+@functools.lru_cache(maxsize=None)
+def _batchnorm_channels(affine: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes of one channel of the batch-norm draw: gain ``g = gamma / sqrt(running_var)``,
+    shift ``beta`` and their weights, each shape (n_nodes,) (``blocks._draw_weights``: gamma ~ N(1, 0.2^2),
+    running_var = exp(0.5 Z), beta ~ N(0, 0.2^2); without ``affine`` gamma = 1, beta = 0)."""
+    z, w = np.polynomial.hermite_e.hermegauss(10)
+    w = w / w.sum()
+    zg, zv, zb = (a.ravel() for a in np.meshgrid(z, z, z, indexing="ij"))
+    weight = np.multiply.outer(np.multiply.outer(w, w), w).ravel()
+    if not affine:
+        return np.exp(-0.25 * z), np.zeros_like(z), w
+    return (1.0 + 0.2 * zg) * np.exp(-0.25 * zv), 0.2 * zb, weight
 
 
 def block_family(block: str) -> str:
@@ -159,6 +178,20 @@ def _prev_rectifier_slope(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray
             p = block.resolved()
             slope[i] = float(p["negative_slope"] if block.name == "leaky_relu" else p["alpha"])
     return slope[inverse]
+
+
+def _prev_batchnorm_affine(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Per row: 1.0 when a batch norm with affine parameters is right before its block, 0.0 one without,
+    NaN otherwise (:func:`_previous`)."""
+    from .blocks import parse_spec
+
+    values, inverse = previous
+    out = np.full(len(values), math.nan)
+    for i, text in enumerate(values):
+        if text.startswith("batchnorm"):
+            (block,) = parse_spec(text)
+            out[i] = float(bool(block.resolved().get("affine", True)))
+    return out[inverse]
 
 
 def _prev_maxpool_window(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -275,6 +308,41 @@ def _smooth_after_maxpool(name, beta, k, mu, sigma, sigma_dot, length, smp_in):
                                                                  sigma_dot, length), dtype=float), smp_in)
     switch_gain, max_gain = theory.smooth_after_max_gains(name, k, pre_mu, pre_sigma, beta=beta)
     return switch_gain * switches + max_gain * (smp_in - switches)
+
+
+def _rectifier_after_batchnorm(mu, sigma_pool, sigma_chan, sigma_dot, length, smp_in, slope, affine=True):
+    """(new, carried) of a ReLU (``slope = 0``) or LeakyReLU right after a batch norm with drawn statistics.
+
+    Channel ``c`` of the batch norm maps its input by ``g_c (x - m_c) + beta_c``
+    (running mean ``m_c`` ~ N(0, 1), gain ``g_c``, shift ``beta_c`` as drawn by
+    :mod:`smpstats.blocks`): the channels differ in scale as well as in mean,
+    and the pooled formula, exact for a spread of means at one scale, counts
+    about 8 % too many new kinks. Here the input's mean ``m``, its std within
+    a channel ``Q`` and its RMS slope are recovered from the output's pooled
+    moments, and the Kac-Rice rate and
+    the survival of older kinks (which the batch norm scaled by ``|g_c|``)
+    averaged over the channel draw: channel ``c`` has mean ``g_c m + beta_c``
+    and std ``|g_c| sqrt(Q^2 + U)``, ``U`` the realised variance over the
+    channels of the input's mean less ``m_c``, recovered from the output's
+    pooled std (a layer of few channels realises less than the running
+    means' variance 1).
+    Exact SMP: +1 to +5 % where the pooled formula is +8 to +11 %.
+    """
+    g, shift, w = _batchnorm_channels(bool(affine))
+    e_g, e_g2, e_abs = w @ g, w @ g**2, w @ np.abs(g)
+    m = mu / e_g
+    q2 = sigma_chan**2 / e_g2
+    slope2 = sigma_dot**2 / e_g2
+    between = sigma_pool**2 - sigma_chan**2  # realised spread of the output channels' means
+    u = np.maximum((between - (e_g2 - e_g**2) * m**2 - w @ shift**2) / e_g2, 0.0)
+    centre = g * m[:, None] + shift  # (n_rows, n_nodes)
+    scale = np.abs(g) * np.sqrt(q2 + u)[:, None]
+    z = centre / scale
+    rate = (g**2 * np.exp(-0.5 * z**2) / (math.sqrt(2 * math.pi) * scale)) @ w
+    new = (1.0 - slope) * length * slope2 * rate
+    up = special.ndtr(z)
+    survive = ((np.abs(g) * (up + slope * (1.0 - up))) @ w) / e_abs
+    return new, survive * smp_in
 
 
 def _rectifier_after_maxpool(k, mu, sigma, sigma_dot, length, smp_in, slope):
@@ -436,6 +504,12 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     betas = table.num("beta", 1.0)
     approx = table.text("approximate", "none")
     pooled_before = _prev_maxpool_window(previous)
+    bn_before = _prev_batchnorm_affine(previous)
+    m = is_block("relu", "leaky_relu", "prelu") & np.isfinite(bn_before) & np.isfinite(chan) & (sigma > 0)
+    for affine, s_ in {(a, float(v)) for a, v in zip(bn_before[m], np.where(is_block("relu"), 0.0, slope)[m])}:
+        r = m & (bn_before == affine) & (np.where(is_block("relu"), 0.0, slope) == s_)
+        new[r], carried[r] = _rectifier_after_batchnorm(mu[r], sig[r], np.maximum(chan[r], 1e-12 * sig[r]), sdot[r],
+                                                        length[r], smp_in[r], s_, affine=bool(affine))
     m = is_block("relu", "leaky_relu", "prelu") & np.isfinite(pooled_before) & (sigma > 0)
     for window, s_ in {(w, float(v)) for w, v in zip(pooled_before[m], np.where(is_block("relu"), 0.0, slope)[m])}:
         r = m & (pooled_before == window) & (np.where(is_block("relu"), 0.0, slope) == s_)
