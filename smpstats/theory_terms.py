@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 from scipy import special
 
 from . import theory
-from .errors import InputError
+from .errors import InputError, SpecError
 
 __all__ = ["FAMILIES", "block_family", "theory_terms", "previous_specs", "REQUIRED_COLUMNS"]
 
@@ -157,54 +158,43 @@ def _window(rows: _Rows, blocks: np.ndarray) -> np.ndarray:
     return w
 
 
-def _previous(rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct ``prev_block_spec`` values (stripped) and each row's index into them."""
+def _previous(rows: _Rows) -> tuple[list, np.ndarray]:
+    """The distinct ``prev_block_spec`` values, parsed (None for no block), and each row's index into them."""
+    from .blocks import parse_spec
+
+    def parsed(text: str):
+        try:
+            return parse_spec(text)[-1] if text.strip() else None
+        except SpecError:  # a block the grammar does not know: no rule for it
+            return None
+
     values, inverse = np.unique(rows.text("prev_block_spec").astype(str), return_inverse=True)
-    return np.array([v.strip() for v in values], dtype=object), inverse.reshape(-1)
+    return [parsed(v) for v in values], inverse.reshape(-1)
 
 
-def _prev_rectifier_slope(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Negative slope of a ReLU (0), LeakyReLU or PReLU right before each row's block (:func:`_previous`),
-    NaN otherwise."""
-    from .blocks import parse_spec
-
-    values, inverse = previous
-    slope = np.full(len(values), math.nan)
-    for i, text in enumerate(values):
-        if text == "relu":
-            slope[i] = 0.0
-        elif text.startswith(("leaky_relu", "prelu")):
-            (block,) = parse_spec(text)
-            p = block.resolved()
-            slope[i] = float(p["negative_slope"] if block.name == "leaky_relu" else p["alpha"])
-    return slope[inverse]
-
-
-def _prev_batchnorm_affine(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Per row: 1.0 when a batch norm with affine parameters is right before its block, 0.0 one without,
-    NaN otherwise (:func:`_previous`)."""
-    from .blocks import parse_spec
-
-    values, inverse = previous
-    out = np.full(len(values), math.nan)
-    for i, text in enumerate(values):
-        if text.startswith("batchnorm"):
-            (block,) = parse_spec(text)
-            out[i] = float(bool(block.resolved().get("affine", True)))
+def _per_previous(previous: tuple[list, np.ndarray], value: Callable[[Any], float | None]) -> np.ndarray:
+    """``value(block)`` of the block right before each row's block (:func:`_previous`), NaN where none or None."""
+    blocks, inverse = previous
+    out = np.array([math.nan if b is None or value(b) is None else float(value(b)) for b in blocks] or [math.nan])
     return out[inverse]
 
 
-def _prev_maxpool_window(previous: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Inputs per window of a max pooling right before each row's block (:func:`_previous`), NaN otherwise."""
-    from .blocks import parse_spec
+def _rectifier_slope(block) -> float | None:
+    """Negative slope of a ReLU (0), LeakyReLU or PReLU; None for other blocks."""
+    if block.name not in ("relu", "leaky_relu", "prelu"):
+        return None
+    p = block.resolved()
+    return 0.0 if block.name == "relu" else float(p["negative_slope"] if block.name == "leaky_relu" else p["alpha"])
 
-    values, inverse = previous
-    window = np.full(len(values), math.nan)
-    for i, text in enumerate(values):
-        if text.startswith("maxpool"):
-            (block,) = parse_spec(text)
-            window[i] = block.window()
-    return window[inverse]
+
+def _batchnorm_affine(block) -> float | None:
+    """1.0 for a batch norm with affine parameters, 0.0 for one without; None for other blocks."""
+    return float(bool(block.resolved().get("affine", True))) if block.name == "batchnorm" else None
+
+
+def _maxpool_window(block) -> float | None:
+    """Inputs per window of a max pooling; None for other blocks."""
+    return block.window() if block.name.startswith("maxpool") else None
 
 
 def _pool_after_conv_factor(previous: tuple[np.ndarray, np.ndarray], pool_kernel: np.ndarray,
@@ -223,14 +213,11 @@ def _pool_after_conv_factor(previous: tuple[np.ndarray, np.ndarray], pool_kernel
     """
     from collections import Counter
 
-    from .blocks import parse_spec
-
-    values, inverse = previous
+    blocks, inverse = previous
     out = np.ones(len(inverse))
-    for i, text in enumerate(values):
-        if not text.startswith(("conv1d", "conv2d")):
+    for i, conv in enumerate(blocks):
+        if conv is None or conv.name not in ("conv1d", "conv2d"):
             continue
-        (conv,) = parse_spec(text)
         p = conv.resolved()
         rows = inverse == i
         for k, d in {(int(kk), int(dd)) for kk, dd in zip(pool_kernel[rows], rank[rows])}:
@@ -475,7 +462,7 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     sig_window = np.where(np.isfinite(chan), np.maximum(chan, 1e-12 * np.maximum(1.0, np.abs(mu))), sig)
     split(lambda kk, *a: theory.maxpool_expected_smp(kk.astype(int), *a), pool, k, sigma=sig_window)
     previous = _previous(table)
-    rect_slope = _prev_rectifier_slope(previous)
+    rect_slope = _per_previous(previous, _rectifier_slope)
     # after a rectifier (a ReLU's outputs have a positive mean where the layer is alive)
     after_rect = np.isfinite(rect_slope) & ((rect_slope > 0) | (mu > 0)) & (sigma > 0)
     m = is_block("maxpool1d", "maxpool2d") & after_rect
@@ -503,8 +490,8 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
         carried[m] = gain[m] * smp_in[m]
     betas = table.num("beta", 1.0)
     approx = table.text("approximate", "none")
-    pooled_before = _prev_maxpool_window(previous)
-    bn_before = _prev_batchnorm_affine(previous)
+    pooled_before = _per_previous(previous, _maxpool_window)
+    bn_before = _per_previous(previous, _batchnorm_affine)
     m = is_block("relu", "leaky_relu", "prelu") & np.isfinite(bn_before) & np.isfinite(chan) & (sigma > 0)
     for affine, s_ in {(a, float(v)) for a, v in zip(bn_before[m], np.where(is_block("relu"), 0.0, slope)[m])}:
         r = m & (bn_before == affine) & (np.where(is_block("relu"), 0.0, slope) == s_)
