@@ -466,9 +466,9 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     # after a rectifier (a ReLU's outputs have a positive mean where the layer is alive)
     after_rect = np.isfinite(rect_slope) & ((rect_slope > 0) | (mu > 0)) & (sigma > 0)
     m = is_block("maxpool1d", "maxpool2d") & after_rect
-    for slope in np.unique(rect_slope[m]):
-        r = m & (rect_slope == slope)
-        new[r], carried[r] = _maxpool_after_relu(k[r], mu[r], sig[r], sdot[r], length[r], smp_in[r], float(slope))
+    for before in np.unique(rect_slope[m]):
+        r = m & (rect_slope == before)
+        new[r], carried[r] = _maxpool_after_relu(k[r], mu[r], sig[r], sdot[r], length[r], smp_in[r], float(before))
 
     m = is_block("linear", "conv1d", "conv2d")
     if m.any():
@@ -509,10 +509,10 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
                     name = "gelu_tanh" if (act == "gelu" and tanh_form) else act
                     carried[m] = np.asarray(theory.smooth_activation_expected_smp(
                         name, mu[m], sig[m], smp_in[m], beta=float(beta)), dtype=float)
-                    for slope in np.unique(rect_slope[m & after_rect]):
-                        r = m & after_rect & (rect_slope == slope)
+                    for before in np.unique(rect_slope[m & after_rect]):
+                        r = m & after_rect & (rect_slope == before)
                         carried[r] = _smooth_after_relu(name, float(beta), mu[r], sig[r], sdot[r], length[r],
-                                                        smp_in[r], float(slope))
+                                                        smp_in[r], float(before))
                     p = m & np.isfinite(pooled_before)
                     if p.any():
                         carried[p] = _smooth_after_maxpool(name, float(beta), pooled_before[p].astype(int), mu[p],

@@ -133,6 +133,17 @@ def test_max_pooling_after_a_conv_switches_on_the_spread_within_channels():
     assert pool["smp_out"].mean() / pooled - 1 > 0.05
 
 
+def test_theory_terms_of_a_row_do_not_depend_on_the_other_rows_of_the_table():
+    parts = []
+    for spec in ("leaky_relu(negative_slope=0.1) | maxpool1d(kernel_size=2)", "batchnorm | leaky_relu(negative_slope=0.3)",
+                 "maxpool1d(kernel_size=2) | prelu(alpha=0.2)", "prelu(alpha=0.25) | gelu", "relu | silu"):
+        df = smpstats.simulate(spec, n_trials=3, seed=1, input_shape=(4, 32), n_points=256)
+        parts.append(df[df["stage"] == 2].assign(prev_block_spec=spec.split(" | ")[0]))
+    alone = pd.concat([theory_terms(p) for p in parts], ignore_index=True)
+    together = theory_terms(pd.concat(parts, ignore_index=True))
+    np.testing.assert_allclose(together["theory"], alone["theory"], rtol=1e-12)
+
+
 def test_theory_terms_look_the_previous_block_up_in_a_chain_table():
     """A simulate table of a chain has no prev_block_spec column: the block before is found by trial and stage."""
     df = smpstats.simulate("relu | maxpool1d(kernel_size=3)", n_trials=4, seed=2, input_shape=(4, 32), n_points=256)
