@@ -197,7 +197,19 @@ def _maxpool_window(block) -> float | None:
     return block.window() if block.name.startswith("maxpool") else None
 
 
-def _pool_after_conv_factor(previous: tuple[np.ndarray, np.ndarray], pool_kernel: np.ndarray,
+def _groups(mask: np.ndarray, *keys: np.ndarray):
+    """The rows of ``mask`` split by the distinct values of ``keys`` (one array per key, a value per row):
+    yields ``(values, rows)`` with ``values`` a tuple of floats and ``rows`` a boolean mask."""
+    if not mask.any():
+        return
+    for values in np.unique(np.column_stack([k[mask] for k in keys]), axis=0):
+        rows = mask.copy()
+        for key, v in zip(keys, values):
+            rows &= key == v
+        yield tuple(float(v) for v in values), rows
+
+
+def _pool_after_conv_factor(previous: tuple[list, np.ndarray], pool_kernel: np.ndarray,
                             rank: np.ndarray) -> np.ndarray:
     """Share of the per-unit rule's carried SMP that an average pooling right after a conv keeps, per row.
 
@@ -213,23 +225,23 @@ def _pool_after_conv_factor(previous: tuple[np.ndarray, np.ndarray], pool_kernel
     """
     from collections import Counter
 
+    def per_dim(value, j: int) -> int:
+        return int(value[j]) if isinstance(value, (tuple, list)) else int(value)
+
     blocks, inverse = previous
     out = np.ones(len(inverse))
     for i, conv in enumerate(blocks):
         if conv is None or conv.name not in ("conv1d", "conv2d"):
             continue
         p = conv.resolved()
-        rows = inverse == i
-        for k, d in {(int(kk), int(dd)) for kk, dd in zip(pool_kernel[rows], rank[rows])}:
-            def per_dim(v, j):
-                return int(v[j]) if isinstance(v, (tuple, list)) else int(v)
+        for (k, d), rows in _groups(inverse == i, pool_kernel.astype(float), rank.astype(float)):
             factor = 1.0
-            for j in range(d):
+            for j in range(int(d)):
                 reads = Counter(m * per_dim(p["stride"], j) + t * per_dim(p["dilation"], j)
-                                for m in range(k) for t in range(per_dim(p["kernel_size"], j)))
+                                for m in range(int(k)) for t in range(per_dim(p["kernel_size"], j)))
                 r = np.array(list(reads.values()), dtype=float)
                 factor *= np.sqrt(r).sum() / r.sum()
-            out[rows & (pool_kernel == k) & (rank == d)] = factor
+            out[rows] = factor
     return out
 
 
@@ -306,9 +318,9 @@ def _rectifier_after_batchnorm(mu, sigma_pool, sigma_chan, sigma_dot, length, sm
     and the pooled formula, exact for a spread of means at one scale, counts
     about 8 % too many new kinks. Here the input's mean ``m``, its std within
     a channel ``Q`` and its RMS slope are recovered from the output's pooled
-    moments, and the Kac-Rice rate and
-    the survival of older kinks (which the batch norm scaled by ``|g_c|``)
-    averaged over the channel draw: channel ``c`` has mean ``g_c m + beta_c``
+    moments, and the Kac-Rice rate and the survival of older kinks (which
+    the batch norm scaled by ``|g_c|``) are averaged over the channel draw:
+    channel ``c`` has mean ``g_c m + beta_c``
     and std ``|g_c| sqrt(Q^2 + U)``, ``U`` the realised variance over the
     channels of the input's mean less ``m_c``, recovered from the output's
     pooled std (a layer of few channels realises less than the running
@@ -454,6 +466,8 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     split(lambda *a: theory.relu_expected_smp(*a), is_block("relu"))
     slope = np.where(blocks == "prelu", table.num("alpha", 0.25), table.num("negative_slope", 0.01))
     split(lambda s, *a: theory._leaky_relu_expected_smp(*a, s), is_block("leaky_relu", "prelu"), slope)
+    rectifier = is_block("relu", "leaky_relu", "prelu")
+    own_slope = np.where(is_block("relu"), 0.0, slope)  # of the rows' own rectifiers
     k = _window(table, blocks)
     pool = is_block("maxpool1d", "maxpool2d")
     # A window's inputs share their channel's mean, so switching sees the spread within the channel
@@ -466,9 +480,8 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     # after a rectifier (a ReLU's outputs have a positive mean where the layer is alive)
     after_rect = np.isfinite(rect_slope) & ((rect_slope > 0) | (mu > 0)) & (sigma > 0)
     m = is_block("maxpool1d", "maxpool2d") & after_rect
-    for before in np.unique(rect_slope[m]):
-        r = m & (rect_slope == before)
-        new[r], carried[r] = _maxpool_after_relu(k[r], mu[r], sig[r], sdot[r], length[r], smp_in[r], float(before))
+    for (before,), r in _groups(m, rect_slope):
+        new[r], carried[r] = _maxpool_after_relu(k[r], mu[r], sig[r], sdot[r], length[r], smp_in[r], before)
 
     m = is_block("linear", "conv1d", "conv2d")
     if m.any():
@@ -492,14 +505,11 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     approx = table.text("approximate", "none")
     pooled_before = _per_previous(previous, _maxpool_window)
     bn_before = _per_previous(previous, _batchnorm_affine)
-    m = is_block("relu", "leaky_relu", "prelu") & np.isfinite(bn_before) & np.isfinite(chan) & (sigma > 0)
-    for affine, s_ in {(a, float(v)) for a, v in zip(bn_before[m], np.where(is_block("relu"), 0.0, slope)[m])}:
-        r = m & (bn_before == affine) & (np.where(is_block("relu"), 0.0, slope) == s_)
+    for (affine, s_), r in _groups(rectifier & np.isfinite(bn_before) & np.isfinite(chan) & (sigma > 0),
+                                   bn_before, own_slope):
         new[r], carried[r] = _rectifier_after_batchnorm(mu[r], sig[r], np.maximum(chan[r], 1e-12 * sig[r]), sdot[r],
                                                         length[r], smp_in[r], s_, affine=bool(affine))
-    m = is_block("relu", "leaky_relu", "prelu") & np.isfinite(pooled_before) & (sigma > 0)
-    for window, s_ in {(w, float(v)) for w, v in zip(pooled_before[m], np.where(is_block("relu"), 0.0, slope)[m])}:
-        r = m & (pooled_before == window) & (np.where(is_block("relu"), 0.0, slope) == s_)
+    for (window, s_), r in _groups(rectifier & np.isfinite(pooled_before) & (sigma > 0), pooled_before, own_slope):
         new[r], carried[r] = _rectifier_after_maxpool(int(window), mu[r], sig[r], sdot[r], length[r], smp_in[r], s_)
     for act in ("gelu", "silu", "softplus", "tanh"):
         for beta in np.unique(np.nan_to_num(betas[is_block(act)], nan=1.0)):
@@ -509,10 +519,9 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
                     name = "gelu_tanh" if (act == "gelu" and tanh_form) else act
                     carried[m] = np.asarray(theory.smooth_activation_expected_smp(
                         name, mu[m], sig[m], smp_in[m], beta=float(beta)), dtype=float)
-                    for before in np.unique(rect_slope[m & after_rect]):
-                        r = m & after_rect & (rect_slope == before)
+                    for (before,), r in _groups(m & after_rect, rect_slope):
                         carried[r] = _smooth_after_relu(name, float(beta), mu[r], sig[r], sdot[r], length[r],
-                                                        smp_in[r], float(before))
+                                                        smp_in[r], before)
                     p = m & np.isfinite(pooled_before)
                     if p.any():
                         carried[p] = _smooth_after_maxpool(name, float(beta), pooled_before[p].astype(int), mu[p],
