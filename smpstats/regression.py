@@ -15,9 +15,9 @@ Per block family, on the rows with ``smp_out > 0``:
   level relative to the mean fit, ``e_c = log(sum_i w_i y_i / mu_i / sum_i w_i)``
   over its rows (weights ``w = 1 / phi``, sampling variance ``1 / sum_i w_i``);
 * dispersion (within configurations): a second Gamma GLM (log link, on
-  all the family's varying covariates) on the squared Pearson residuals about each configuration's own
-  level ``mu_i exp(e_c)`` (times ``n_c / (n_c - 1)`` for the level each
-  configuration spends), alternated with the mean fit (a double GLM), so
+  all the family's varying covariates) on the squared Pearson residuals
+  about each configuration's own level ``mu_i exp(e_c)`` (times
+  ``n_c / (n_c - 1)`` for the level each configuration spends), alternated with the mean fit (a double GLM), so
   that blocks whose output varies less get narrower intervals and the
   differences between configurations are not counted as noise; plus
   ``-b (u - u_ref)`` with ``u`` the log number of output units the SMP per
@@ -192,8 +192,14 @@ class FamilyRegression:
 
     @classmethod
     def fit(cls, family: str, design: pd.DataFrame, units_coef: float = 0.0,
-            units_ref: float | None = None) -> "FamilyRegression":
-        """Fit one family's regressions; ``units_coef`` (fixed) enters the dispersion as ``coef (u - units_ref)``."""
+            units_ref: float | None = None, selection: tuple[list[str], float, int] | None = None
+            ) -> "FamilyRegression":
+        """Fit one family's regressions; ``units_coef`` (fixed) enters the dispersion as ``coef (u - units_ref)``.
+
+        ``selection``: the mean's columns with their left-out spread and its
+        degrees of freedom (:func:`_select_columns`) from an earlier fit of the
+        same rows, which the unit term does not change; chosen here if None.
+        """
         import statsmodels.api as sm
 
         if len(design) < _MIN_ROWS:
@@ -208,7 +214,7 @@ class FamilyRegression:
         if pos.sum() < _MIN_ROWS:
             raise InputError(f"Family {family!r} has {int(pos.sum())} rows with smp_out > 0; need at least {_MIN_ROWS}.")
         d = design[pos]
-        columns, loco_sd, loco_df = _select_columns(d)
+        columns, loco_sd, loco_df = _select_columns(d) if selection is None else selection
         X = _design_matrix(d, columns)
         disp_columns = _varying(d)
         Xd = _design_matrix(d, disp_columns)
@@ -562,11 +568,14 @@ class RegressionTransfer(TransferModel):
         """Fit every family; the unit-count slope and the new-configuration spreads are pooled (module doc)."""
         groups = {f: g for f, g in design.groupby("family", sort=True)}
         ref = _units_ref(design)
-        coef = 0.0
+        coef, first = 0.0, {}
         if ref is not None:
             first = {f: FamilyRegression.fit(f, g) for f, g in groups.items()}
             coef = _pooled_units_coef(first, groups, ref)
-        fits = {f: FamilyRegression.fit(f, g, units_coef=coef, units_ref=ref) for f, g in groups.items()}
+        fits = {f: FamilyRegression.fit(f, g, units_coef=coef, units_ref=ref,
+                                        selection=(first[f].columns, first[f].loco_sd, first[f].loco_df)
+                                        if f in first else None)
+                for f, g in groups.items()}
         sds = moderated_spreads(np.array([r.loco_sd for r in fits.values()]),
                                 np.array([r.loco_df for r in fits.values()]))
         disp = moderated_spreads(np.array([r.disp_loco_sd for r in fits.values()]),
