@@ -186,22 +186,13 @@ def _one_draw_per_row(model: Any, rows: pd.DataFrame, rng: np.random.Generator) 
     return out
 
 
-def _norm_heterogeneity(prev_cols: dict[str, Any] | None) -> float:
-    """``E||w_j|| / sqrt(E||w_j||**2)`` of the units of the affine block before a kink-making block.
-
-    The new kinks of a ReLU or max pool per unit scale with the unit's slope
-    and value scales, i.e. with its weight norm ``||w_j||``; the pooled
-    moments carry ``sqrt(E||w_j||**2)``. For normal init weights the ratio
-    is ``E sqrt(chi2_n) / sqrt(n)`` with ``n`` the fan-in (0.97 at n = 8,
-    0.996 at n = 64); 1 after any other block or for given weights.
-    """
-    from .kink_state import expected_chi
-
+def _random_fan_in(prev_cols: dict[str, Any] | None) -> float:
+    """Fan-in of the block before this one when it is a linear or conv block with drawn weights, else NaN
+    (:func:`smpstats.theory.random_affine_kink_factor` then scales the new kinks of a ReLU or max pool)."""
     if prev_cols is None or prev_cols["block"] not in ("linear", "conv1d", "conv2d") or \
             np.isfinite(float(prev_cols.get("w_l1", math.nan) or math.nan)):
-        return 1.0
-    n = float(prev_cols["fan_in"])
-    return float(expected_chi(n) / math.sqrt(n))
+        return math.nan
+    return float(prev_cols["fan_in"])
 
 
 def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: dict[str, Any], per_unit: np.ndarray) -> np.ndarray:
@@ -364,11 +355,12 @@ def predict_chain(
     for k, cols in enumerate(stage_columns, start=1):
         rows = {**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma,
                 "sigma_chan_in": sigma * np.sqrt(1.0 - share), "sigma_dot_in": sigma_dot, "smp_in": smp,
-                "path_length": length, "dt": dt, "prev_block_spec": prev_spec}
+                "path_length": length, "dt": dt, "prev_block_spec": prev_spec, "prev_fan_in": _random_fan_in(prev_cols)}
+        if width is not None:
+            rows["static_in"] = width.static
         terms = theory_term_arrays(rows, n_draws)
         new = terms["theory_new"]
         if propagate:
-            new = new * _norm_heterogeneity(prev_cols)
             if sampled is not None:
                 out = sampled[k]
             else:

@@ -35,7 +35,13 @@ drawn from its init family:
   of the Gaussian pre-activations, recovered from the rectifier outputs'
   moments; a rectifier right after max pooling from the pooled Gaussian
   inputs, recovered from the max's moments (the max crosses 0 where its
-  current unit does).
+  current unit does);
+* right after a linear or conv block with drawn weights (a finite
+  ``prev_fan_in``, see :func:`previous_fan_in`), the new kinks of a
+  rectifier or max pool times :func:`smpstats.theory.random_affine_kink_factor`:
+  the units' weight rows give them different scales, and their means come
+  from the same rows (the share of the pooled variance in the units' means
+  is ``static_in``, else ``1 - (sigma_in / sigma_pool_in)**2``).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from scipy import special
 from . import theory
 from .errors import InputError, SpecError
 
-__all__ = ["FAMILIES", "block_family", "theory_terms", "previous_specs", "REQUIRED_COLUMNS"]
+__all__ = ["FAMILIES", "block_family", "theory_terms", "previous_specs", "previous_fan_in", "REQUIRED_COLUMNS"]
 
 #: Block name -> family: blocks in a family share one transfer model (and its pooling).
 FAMILIES: dict[str, str] = {
@@ -195,6 +201,16 @@ def _batchnorm_affine(block) -> float | None:
 def _maxpool_window(block) -> float | None:
     """Inputs per window of a max pooling; None for other blocks."""
     return block.window() if block.name.startswith("maxpool") else None
+
+
+def _static_share(rows: _Rows, sigma_pool: np.ndarray) -> np.ndarray:
+    """Share of the pooled input variance that is the spread of the units' time means, per row, in [0, 1]:
+    the ``static_in`` column, else ``1 - (sigma_in / sigma_pool_in)**2`` (``sigma_in`` being the mean of
+    the units' own stds), else 0."""
+    static = rows.num("static_in")
+    if np.isnan(static).all() and rows.has("sigma_pool_in"):
+        static = 1.0 - (rows.num("sigma_in") / sigma_pool) ** 2
+    return np.clip(np.nan_to_num(static, nan=0.0), 0.0, 1.0)
 
 
 def _groups(mask: np.ndarray, *keys: np.ndarray):
@@ -368,6 +384,18 @@ def _rectifier_after_maxpool(k, mu, sigma, sigma_dot, length, smp_in, slope):
     return own, switch_share * switches + (1.0 - below + slope * below) * (smp_in - switches)
 
 
+def _previous_stage(samples: pd.DataFrame, column: str) -> np.ndarray | None:
+    """``column`` of the previous stage of the same trial, looked up by ``(source, trial, stage - 1)``
+    (missing for stage 1: NaN, or None as an object); None when the table cannot say."""
+    if not {"trial", "stage", column} <= set(samples.columns):
+        return None
+    keys = (["source"] if "source" in samples.columns else []) + ["trial", "stage"]
+    lookup = samples.set_index(keys)[column]
+    lookup = lookup[~lookup.index.duplicated()]
+    prev_index = pd.MultiIndex.from_frame(samples[keys].assign(stage=samples["stage"] - 1))
+    return lookup.reindex(prev_index).to_numpy()
+
+
 def previous_specs(samples: pd.DataFrame) -> pd.Series:
     """block_spec of the previous stage of the same trial ("" for stage 1).
 
@@ -377,14 +405,29 @@ def previous_specs(samples: pd.DataFrame) -> pd.Series:
     """
     if "prev_block_spec" in samples.columns:
         return samples["prev_block_spec"].fillna("").astype(str)
-    if not {"trial", "stage", "block_spec"} <= set(samples.columns):
+    prev = _previous_stage(samples, "block_spec")
+    if prev is None:
         return pd.Series("", index=samples.index)
-    keys = (["source"] if "source" in samples.columns else []) + ["trial", "stage"]
-    lookup = samples.set_index(keys)["block_spec"].astype(str)
-    lookup = lookup[~lookup.index.duplicated()]
-    prev_index = pd.MultiIndex.from_frame(samples[keys].assign(stage=samples["stage"] - 1))
-    prev = lookup.reindex(prev_index).fillna("").to_numpy()
-    return pd.Series(prev, index=samples.index)
+    return pd.Series(pd.Series(prev, dtype=object).fillna("").astype(str).to_numpy(), index=samples.index)
+
+
+def previous_fan_in(samples: pd.DataFrame) -> pd.Series:
+    """Fan-in of the previous stage's block where it is a linear or conv block whose weights were drawn
+    from an init family (NaN elsewhere: other blocks, given weights, stage 1).
+
+    Uses the ``prev_fan_in`` column when present, else looks the previous
+    stage up like :func:`previous_specs`.
+    """
+    from .blocks import INIT_FAMILIES
+
+    if "prev_fan_in" in samples.columns:
+        return pd.to_numeric(samples["prev_fan_in"], errors="coerce").astype(float)
+    fan_in, init = _previous_stage(samples, "fan_in"), _previous_stage(samples, "init")
+    if fan_in is None or init is None:
+        return pd.Series(math.nan, index=samples.index)
+    drawn = pd.Series(init, dtype=object).isin(INIT_FAMILIES).to_numpy()
+    fan_in = pd.to_numeric(pd.Series(fan_in, dtype=object), errors="coerce").to_numpy(dtype=float, na_value=math.nan)
+    return pd.Series(np.where(drawn, fan_in, math.nan), index=samples.index)
 
 
 def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
@@ -415,6 +458,8 @@ def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
         )
     if "prev_block_spec" not in samples.columns:
         samples = samples.assign(prev_block_spec=previous_specs(samples))
+    if "prev_fan_in" not in samples.columns:
+        samples = samples.assign(prev_fan_in=previous_fan_in(samples))
     terms = theory_term_arrays(samples, len(samples), labels=samples.index)
     return pd.DataFrame(terms, index=samples.index)
 
@@ -526,6 +571,13 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
                     if p.any():
                         carried[p] = _smooth_after_maxpool(name, float(beta), pooled_before[p].astype(int), mu[p],
                                                            sig[p], sdot[p], length[p], smp_in[p])
+    # right after a random linear or conv block the units' weight norms spread their scales, and the
+    # spread of their means comes from the same weights: fewer new kinks than the pooled formula's
+    fan_in = table.num("prev_fan_in")
+    m = (rectifier | pool) & np.isfinite(fan_in) & (fan_in >= 1)
+    if m.any():
+        static = np.where(rectifier, _static_share(table, sig), 0.0)  # a window's units share their channel's mean
+        new[m] *= theory.random_affine_kink_factor(np.rint(fan_in[m]).astype(int), static[m])
     if np.isnan(carried).any():
         raise InputError(f"theory_terms: missing block parameters for rows of {sorted(set(blocks[np.isnan(carried)]))}.")
     return {"family": families, "theory_new": new, "theory_carried": carried, "theory": new + carried}

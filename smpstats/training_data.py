@@ -150,19 +150,22 @@ CONFIGS: dict[str, dict[str, tuple[BlockConfig, ...]]] = {
 BLOCK_FAMILIES = tuple(CONFIGS)
 _SPLITS = ("train", "holdout")
 
+#: Columns that :func:`block_samples` adds about the stage before the block of interest.
+CONTEXT_COLUMNS = ("prev_block_spec", "prev_fan_in")
+
 
 def configs_digest(split: str) -> str:
-    """Short hex digest of a split's configurations and of the measured columns.
+    """Short hex digest of a split's configurations and of the measured and context columns.
 
     It names cached samples and models built from them, so that other
     configurations or a table that measures other statistics
-    (:data:`smpstats.simulation.STAT_COLUMNS`) never reuse stale files.
+    (:data:`smpstats.simulation.STAT_COLUMNS`, :data:`CONTEXT_COLUMNS`) never reuse stale files.
     """
     from .simulation import STAT_COLUMNS
 
     if split not in _SPLITS:
         raise InputError(f"split must be 'train' or 'holdout'; got {split!r}.")
-    key = repr(({f: c[split] for f, c in CONFIGS.items()}, STAT_COLUMNS))
+    key = repr(({f: c[split] for f, c in CONFIGS.items()}, STAT_COLUMNS, CONTEXT_COLUMNS))
     return hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
@@ -215,13 +218,14 @@ def block_samples(
     -------
     pandas.DataFrame
         simulate's columns for the block of interest, plus ``source`` (the
-        configuration label), ``prev_block_spec`` and ``split``.
+        configuration label), the previous stage's ``prev_block_spec`` and
+        ``prev_fan_in`` (:func:`smpstats.theory_terms.previous_fan_in`), and ``split``.
     """
     from tqdm.auto import tqdm
 
     from .blocks import build_chain
     from .simulation import simulate
-    from .theory_terms import previous_specs
+    from .theory_terms import previous_fan_in, previous_specs
 
     fams = _families(families)
     if method not in ("grid", "exact"):
@@ -239,6 +243,7 @@ def block_samples(
         df = simulate(cfg.spec, n_trials=n_trials, seed=config_seed, input_shape=cfg.input_shape,
                       path=cfg.family(), n_points=n_points, method="exact" if exact else "grid")
         df["prev_block_spec"] = previous_specs(df).to_numpy()
+        df["prev_fan_in"] = previous_fan_in(df).to_numpy()
         df = df[df["stage"] == df["n_stages"]].copy()
         df["source"] = cfg.label
         df["split"] = split

@@ -161,21 +161,24 @@ def test_unpropagated_baseline_keeps_the_input_moments():
     spec = "linear(out_features=16) | relu | linear(out_features=16) | relu"
     full = predict_chain(spec, input_shape=(8,), path=FAMILY, n_draws=300, seed=4)
     naive = predict_chain(spec, input_shape=(8,), path=FAMILY, n_draws=300, seed=4, propagate=False)
-    # the naive chain applies ReLU to the raw input moments (mean 0.3, std 1), not the linear map's output
+    # the naive chain applies ReLU to the raw input moments (mean 0.3, std 1), not the linear map's output,
+    # with the spread of the drawn weight rows (fan-in 8; no static share known without the state)
     from smpstats import theory
 
-    expected = theory.relu_expected_smp(0.3, 1.0, 1 / 0.15, 1.0)
+    expected = theory.relu_expected_smp(0.3, 1.0, 1 / 0.15, 1.0) * theory.random_affine_kink_factor(8, 0.0)
     assert naive.predictive[1].mean()[0] == pytest.approx(expected, rel=1e-9)
     assert full.predictive[1].mean()[0] != pytest.approx(expected, rel=0.05)
 
 
 def test_theory_on_column_arrays_matches_the_table_version():
-    from smpstats.theory_terms import theory_term_arrays, theory_terms
+    from smpstats.theory_terms import previous_fan_in, theory_term_arrays, theory_terms
 
     sim = smpstats.simulate("conv1d(out_channels=4,kernel_size=3)|relu|maxpool1d(kernel_size=2)|leaky_relu"
                             "|avgpool1d(kernel_size=2)|batchnorm|tanh", n_trials=4, seed=1, input_shape=(2, 32),
                             path="kinked")
     sim["prev_block_spec"] = sim.groupby("trial")["block_spec"].shift(fill_value="")
+    sim["prev_fan_in"] = previous_fan_in(sim)
+    assert sim["prev_fan_in"].notna().sum() == 4  # the ReLU after the conv, in each trial
     table = theory_terms(sim)
     arrays = theory_term_arrays({c: sim[c].to_numpy() for c in sim.columns}, len(sim))
     for name in ("theory_new", "theory_carried", "theory"):

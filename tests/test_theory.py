@@ -545,6 +545,27 @@ def test_smooth_activation_carries_scaled_kinks():
 # ------------------------------------------------------------- broadcasting, errors
 
 
+def test_random_affine_kink_factor_matches_its_definition_over_drawn_weight_rows():
+    """K(n, rho) is the mean over normal weight rows w of a unit's Kac-Rice SMP relative to the pooled formula."""
+    rng = np.random.default_rng(0)
+    phi0 = 1 / math.sqrt(2 * math.pi)
+    for n, rho in [(1, 0.5), (3, 0.0), (4, 0.6), (8, 0.3), (16, 0.5)]:
+        w = rng.standard_normal((200_000, n))  # unit weight rows (the weight scale cancels)
+        m = np.ones(n) * math.sqrt(rho)  # input time means: all equal (any direction gives the same law)
+        v = (1 - rho) * (w**2).sum(axis=1) / n  # the unit's moving variance over the pooled one's
+        c = w @ m / math.sqrt(n)  # its time mean, variance rho over the units
+        # per unit: sigma_dot_j**2 phi(c / sqrt(v)) / sqrt(v) with sigma_dot_j**2 / v the same for all units
+        per_unit = v / (1 - rho) * np.exp(-0.5 * c**2 / v) / math.sqrt(2 * math.pi) / np.sqrt(v)
+        mc, se = per_unit.mean() / phi0, per_unit.std() / phi0 / math.sqrt(len(per_unit))
+        assert th.random_affine_kink_factor(n, rho) == pytest.approx(mc, abs=4 * se + 1e-4)
+    # rho = 0: E sqrt(chi2_n) / sqrt(n); tends to 1 for wide layers; decreases with the static share
+    assert th.random_affine_kink_factor(1, 0.0) == pytest.approx(math.sqrt(2 / math.pi))
+    assert th.random_affine_kink_factor(8, 0.0) == pytest.approx(0.96931, abs=1e-5)
+    assert th.random_affine_kink_factor(100_000, 0.9) == pytest.approx(1.0, abs=1e-4)
+    k = th.random_affine_kink_factor(8, np.linspace(0, 0.95, 20))
+    assert np.all(np.diff(k) < 0) and k.shape == (20,)
+
+
 def test_broadcasting_shapes_and_scalars():
     out = th.relu_expected_smp(np.zeros((2, 1)), np.ones(3), 1.0, 2.0)
     assert out.shape == (2, 3)
@@ -614,6 +635,8 @@ def test_extreme_inputs_give_finite_limits():
          r"leaky_relu_expected_smp\.$"),
         (lambda: th.smooth_activation_gain("softplus", 0.0, 1.0, beta=0),
          r"^beta must be a finite real number > 0 \(softplus sharpness\); got 0\.$"),
+        (lambda: th.random_affine_kink_factor(0, 0.5), r"^fan_in must be an int >= 1 \(or an array of them\); got 0\.$"),
+        (lambda: th.random_affine_kink_factor(8, 1.5), r"^static must be finite real numbers >= 0 and <= 1; got 1\.5\.$"),
     ],
 )
 def test_error_messages(call, message):
