@@ -498,10 +498,22 @@ def test_regression_keeps_the_covariates_that_predict_left_out_configurations():
     log_rel = d["log_rel"].to_numpy()
     table["smp_out"] = (d["theory"].to_numpy() * np.exp(0.3 * (log_rel - log_rel.mean()) + effect)
                         * rng.gamma(50, 1 / 50, len(table)))
-    r = fit(table, kind="regression").fits["relu"]
+    model = fit(table, kind="regression")
+    r = model.fits["relu"]
     assert "log_rel" in r.columns and "chained" not in r.columns
     assert r.beta[r.columns.index("log_rel")] == pytest.approx(0.3, abs=0.05)
-    assert set(r.disp_columns) >= {"log_rel", "chained"}  # the dispersion keeps every varying covariate
+    assert set(r.disp_columns) >= {"log_rel", "chained", "share_new"}  # the dispersion keeps every varying one
+    assert "share_new" not in r.columns  # never a candidate for the mean (see regression.MEAN_COVARIATES)
+    # predictions clip the covariates to their range in the fit: no slope is extrapolated past the data
+    lo, hi = r.ranges["log_rel"]
+    assert (lo, hi) == (pytest.approx(log_rel.min()), pytest.approx(log_rel.max()))
+    row = table.iloc[[int(np.argmax(log_rel))]].copy()
+    edge = model.predict(row, n_draws=4000, seed=2).mean()[0]
+    row["smp_in"] *= 1e4  # far more input SMP: log_rel far above the range of the fit
+    far = design_frame(row)
+    assert far["log_rel"].iloc[0] > hi + 1.0
+    scale = far["theory"].iloc[0] / d["theory"].iloc[int(np.argmax(log_rel))]
+    assert model.predict(row, n_draws=4000, seed=2).mean()[0] / scale == pytest.approx(edge, rel=0.03)
 
 
 def _units_table(n, seed, units=(32, 128, 512), ref_shape=50.0):
