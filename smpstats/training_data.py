@@ -116,7 +116,8 @@ CONFIGS: dict[str, dict[str, tuple[BlockConfig, ...]]] = {
     "avgpool": {
         "train": (_C("avgpool1d(kernel_size=2)", (8, 64), "kinked"), _C("avgpool1d(kernel_size=3)", (8, 64), "kinked"),
                   _C("relu | avgpool1d(kernel_size=2)", (8, 64), "smooth"), _C("relu | avgpool2d(kernel_size=2)", (3, 16, 16), "smooth"),
-                  _C("avgpool1d(kernel_size=5)", (8, 64), "kinked"), _C("maxpool1d(kernel_size=2) | avgpool1d(kernel_size=2)", (8, 64), "smooth")),
+                  _C("avgpool1d(kernel_size=5)", (8, 64), "kinked"), _C("maxpool1d(kernel_size=2) | avgpool1d(kernel_size=2)", (8, 64), "smooth"),
+                  _C("conv1d(out_channels=4, kernel_size=5) | avgpool1d(kernel_size=3)", (8, 64), "kinked")),
         "holdout": (_C("avgpool1d(kernel_size=4)", (8, 64), "kinked"), _C("avgpool2d(kernel_size=2)", (3, 16, 16), "kinked"),
                     _C("relu | avgpool1d(kernel_size=3)", (8, 64), "smooth"),
                     _C("leaky_relu(negative_slope=0.1) | avgpool1d(kernel_size=2)", (8, 64), "smooth"),
