@@ -341,7 +341,7 @@ def fit_bayes(design: pd.DataFrame, *, draws: int = 1000, tune: int = 500, chain
     ----------
     draws, tune, chains : int
         Posterior draws per chain, tuning steps, chains (4 x 1000 draws give
-        bulk and tail ESS above 400 on the default fit of 5,880 rows; with
+        bulk and tail ESS above 400 on the default fit of 6,000 rows; with
         4 x 500 the spread of the new-kink corrections, which the theory
         leaves at under 1 %, mixed to a bulk ESS of 280-350).
     seed : int
