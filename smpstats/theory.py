@@ -37,6 +37,7 @@ import numpy as np
 from scipy import special
 
 from .errors import InputError
+from .kink_state import expected_chi
 
 __all__ = [
     "OutputMoments",
@@ -658,7 +659,7 @@ def random_affine_kink_factor(fan_in, static=0.0):
     rho = _real_array(static, "static", minimum=0.0, maximum=1.0)
     n, rho = _broadcast(("fan_in", "static"), n, rho)
     n, rho = n.astype(float), np.minimum(rho, 0.999)  # finite at rho = 1 (units that never move)
-    norm = np.exp(special.gammaln((n + 1) / 2) - special.gammaln(n / 2)) * math.sqrt(2.0) / np.sqrt(n)
+    norm = expected_chi(n) / np.sqrt(n)
     return _out(norm * special.hyp1f1(0.5, n / 2, -n * rho / (2 * (1 - rho))) / np.sqrt(1 - rho))
 
 
