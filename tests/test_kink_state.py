@@ -199,6 +199,17 @@ def test_rectifier_after_a_random_linear_map_counts_units_of_different_weight_no
     assert pooled > 1.045
 
 
+def test_rectifier_factor_takes_the_static_share_from_static_in_else_from_the_two_stds():
+    sim = smpstats.simulate("linear(out_features=16) | relu", 3, seed=0, input_shape=(8,), n_points=257)
+    act = sim[sim.stage == 2]
+    plain = theory_terms(act.assign(prev_fan_in=np.nan))["theory_new"]
+    measured = np.clip(1 - (act["sigma_in"] / act["sigma_pool_in"]) ** 2, 0, 1)
+    np.testing.assert_allclose(theory_terms(sim).loc[act.index, "theory_new"] / plain,  # fan-in looked up
+                               theory.random_affine_kink_factor(8, measured), rtol=1e-9)
+    np.testing.assert_allclose(theory_terms(act.assign(prev_fan_in=8, static_in=0.6))["theory_new"] / plain,
+                               theory.random_affine_kink_factor(8, 0.6), rtol=1e-9)
+
+
 def test_max_pooling_after_a_random_conv_scales_its_switching_kinks_by_the_mean_weight_norm():
     sim = smpstats.simulate("conv1d(out_channels=4, kernel_size=3) | maxpool1d(kernel_size=2)", 2, seed=0,
                             input_shape=(3, 32), n_points=257)
