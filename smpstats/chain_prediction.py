@@ -312,7 +312,7 @@ def predict_chain(
     from .kink_transport import given_weight_smp
     from .sampled_moments import sampled_stage_moments
     from .simulation import _default_input_shape, _stage_columns
-    from .theory_terms import theory_term_arrays
+    from .theory_terms import _rectifier_slope, theory_term_arrays
     from .transfer import TransferModel
 
     n_draws = check_int(n_draws, "n_draws", minimum=1)
@@ -364,7 +364,8 @@ def predict_chain(
             if sampled is not None:
                 out = sampled[k]
             else:
-                out = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot, share)
+                out = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot, share,
+                                        after_rectifier=_rectifier_slope(chain.stages[k - 2].spec) if k > 1 else None)
             if width is not None:  # the realised output of this draw's finite network, and its units' new kinks
                 *out, kink_factor = width.step(cols["block"], cols, (mu, sigma, sigma_dot), out, rng, length)
                 new = new * kink_factor

@@ -127,7 +127,7 @@ def _given_batchnorm_moments(params: Mapping[str, Any], mu, sigma, sigma_dot):
                    p["bn_gain_shift"], p["bn_gain_sq"])
 
 
-def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_dot, share=0.0):
+def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_dot, share=0.0, after_rectifier=None):
     """Output ``(mu, sigma, sigma_dot)`` of one block for input states (arrays of the same shape).
 
     Parameters
@@ -148,6 +148,10 @@ def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_do
         channel: its inputs are ``N(m_c, (1 - share) sigma**2)`` with the
         channel means ``m_c`` spread by ``share sigma**2``, which passes
         unchanged.
+    after_rectifier : float, optional
+        For max pooling right after a ReLU (0) or LeakyReLU (its negative
+        slope): its inputs are rectified Gaussians, not Gaussians
+        (:func:`smpstats.theory.max_after_rectifier_moments`).
     """
     mu, sigma, sigma_dot = (np.asarray(v, dtype=float) for v in (mu, sigma, sigma_dot))
     sig = np.maximum(sigma, 1e-300)
@@ -165,7 +169,11 @@ def propagate_moments(block: str, params: Mapping[str, Any], mu, sigma, sigma_do
     if block in ("maxpool1d", "maxpool2d"):
         k = int(params["window"])
         within = np.maximum(np.sqrt(1.0 - np.asarray(share, dtype=float)) * sig, 1e-300)
-        m, s, d = (np.asarray(v, float) for v in theory.max_output_moments(k, mu, within, sigma_dot))
+        if after_rectifier is None:
+            m, s, d = (np.asarray(v, float) for v in theory.max_output_moments(k, mu, within, sigma_dot))
+        else:
+            m, s, d = (np.asarray(v, float) for v in theory.max_after_rectifier_moments(
+                k, mu, within, sigma_dot, float(after_rectifier)))
         return m, np.sqrt(s**2 + np.maximum(sigma**2 - within**2, 0.0)), d
     if block in ("avgpool1d", "avgpool2d"):
         k = float(params["window"])  # independent units: variances shrink by 1/k (an upper bound when correlated)

@@ -54,6 +54,7 @@ __all__ = [
     "leaky_relu_output_moments",
     "max_output_moments",
     "max_input_moments",
+    "max_after_rectifier_moments",
     "smooth_after_max_gains",
     "clark_max_moments",
     "linear_output_moments",
@@ -1162,6 +1163,43 @@ def max_input_moments(k, mean, std):
     e1, e2 = _max_normal_moments(k)
     sigma = std / np.sqrt(e2 - e1**2)
     return _out(mean - sigma * e1), _out(sigma)
+
+
+def max_after_rectifier_moments(k, mu, sigma, sigma_dot, negative_slope=0.0) -> OutputMoments:
+    r"""Mean, std and RMS slope of the maximum of ``k`` i.i.d. ReLU (or LeakyReLU) outputs with these moments.
+
+    Rectified units are not Gaussian, so :func:`max_output_moments` of their
+    moments is wrong: it keeps the RMS slope, while the max of ``k`` ReLU
+    outputs is active (slope nonzero) whenever any of them is. Here the
+    Gaussian pre-activations ``N(m, s**2)`` and their RMS slope ``d`` are
+    recovered from the outputs' moments (:func:`relu_preactivation`), and
+    ``max(act(x_i)) = act(max(x_i))`` (``act`` increasing) gives
+    ``E act(m + s M_k)**n`` over the density ``k phi(z) Phi(z)**(k-1)`` of the
+    maximum ``M_k`` of k standard normals. The slope is the current maximum
+    unit's (independent of all values at the same time) times ``act'``, so
+    ``sigma_dot_out**2 = E[act'(m + s M_k)**2] d**2``.
+
+    Parameters
+    ----------
+    k : int, >= 1
+        Window size.
+    mu, sigma, sigma_dot : arrays (broadcast), ``sigma > 0``
+        Mean, std and RMS slope of the rectified units.
+    negative_slope : float in [0, 1), default=0
+        0 for ReLU, the LeakyReLU's slope otherwise.
+    """
+    k = int(k)
+    if k < 1:
+        raise InputError(f"k must be an int >= 1; got {k!r}.")
+    m, s, d = relu_preactivation(mu, sigma, sigma_dot, negative_slope)
+    alpha = float(negative_slope)
+    weight = k * np.exp((k - 1) * _LOG_PHI_Z) * _Z_WEIGHT  # density of M_k on the grid
+    x = m[..., None] + s[..., None] * _Z
+    y = np.where(x > 0, x, alpha * x)
+    e1 = (y * weight).sum(-1)
+    e2 = (y * y * weight).sum(-1)
+    active = (np.where(x > 0, 1.0, alpha**2) * weight).sum(-1)
+    return OutputMoments(_out(e1), _out(np.sqrt(np.maximum(e2 - e1**2, 0.0))), _out(np.sqrt(active) * d))
 
 
 def smooth_after_max_gains(activation, k, mu, sigma, *, beta=1.0):

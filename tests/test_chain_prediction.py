@@ -245,3 +245,15 @@ def test_given_conv_then_max_pooling_is_predicted_within_channels(sample_module)
                                   sample_module=sample_module)
     ratio = pred.predictive[1].mean().mean() / sim.loc[sim["stage"] == 2, "smp_out"].mean()
     assert ratio == pytest.approx(1.0, abs=0.04)
+
+
+def test_max_pooling_after_a_relu_takes_the_rectified_units_moments():
+    """max(relu(x_i)) = relu(max(x_i)): the pooled layer's std and RMS slope against simulation (the rule for
+    Gaussian units keeps the ReLU's slope, which the max's active share exceeds)."""
+    spec, shape = "relu | maxpool1d(kernel_size=4) | flatten", (8, 64)
+    sim = smpstats.simulate(spec, 40, seed=3, input_shape=shape, n_points=257, path=FAMILY)
+    pred = predict_chain(spec, input_shape=shape, path=FAMILY, n_draws=200, seed=0)
+    after = sim[sim["stage"] == 3]
+    for column in ("mu_in", "sigma_pool_in", "sigma_dot_in"):
+        assert pred.stages[column].iloc[2] == pytest.approx(after[column].mean(), rel=0.04), column
+    assert after["sigma_dot_in"].mean() > 1.15 * sim.loc[sim["stage"] == 2, "sigma_dot_in"].mean()

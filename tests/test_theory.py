@@ -365,6 +365,22 @@ def test_max_output_moments_match_simulation():
     assert rel(slope_rms, th.max_output_moments(4, 0.0, 1.2, 1.2 / ell).sigma_dot) < 0.03
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.2])
+def test_max_after_rectifier_moments_match_simulation(alpha):
+    # max pooling over k rectified GP paths: their moments in, the max's mean, std and RMS slope out
+    T, dt, ell, k = 10.0, 0.025, 0.5, 4
+    x, _ = gp(1500, T, dt, ell, seed=5, extra=(k,), mu=0.3, sigma=1.2)
+    y = np.where(x > 0, x, alpha * x)
+    slope_in = np.sqrt(np.mean((np.diff(y, axis=-1) / dt) ** 2))
+    out = th.max_after_rectifier_moments(k, y.mean(), y.std(), slope_in, alpha)
+    z = y.max(-2)
+    assert rel(out.mu, z.mean()) < 0.01 and rel(out.sigma, z.std()) < 0.01
+    assert rel(out.sigma_dot, np.sqrt(np.mean((np.diff(z, axis=-1) / dt) ** 2))) < 0.02
+    # the Gaussian rule on the same moments keeps the slope and misses the max's std by far more
+    gauss = th.max_output_moments(k, y.mean(), y.std(), slope_in)
+    assert abs(gauss.sigma_dot / out.sigma_dot - 1) > 0.1 and abs(gauss.sigma / z.std() - 1) > 0.1
+
+
 def test_clark_reduces_to_iid_max_and_is_symmetric():
     c = th.clark_max_moments(0.3, 1.4, 0.3, 1.4, 0.0, 1.0, 1.0)
     m = th.max_output_moments(2, 0.3, 1.4, 1.0)
