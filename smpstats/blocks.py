@@ -29,8 +29,8 @@ length)``; ``conv2d`` and the 2-D pools ``(channels, height, width)``;
 elementwise blocks take any shape; ``batchnorm`` normalises the first axis.
 
 Modules built here give the same result for a sample whatever the batch it
-is evaluated in (bit for bit): linear layers multiply fixed-size blocks of
-rows, and the smooth activations as compositions of elementwise torch functions that have
+is evaluated in (bit for bit): linear layers multiply each input row on
+its own and conv layers each sample's unfolded patches, and the smooth activations as compositions of elementwise torch functions that have
 no separate scalar code path. :func:`smpstats.simulation.simulate` relies on
 this for results that do not depend on ``chunk_size``.
 """
@@ -307,31 +307,57 @@ def block_help(name: str | None = None) -> str:
 # affected kernels (checked in tests/test_blocks.py).
 
 
-#: Rows per matrix product in linear blocks (see _Linear).
-_ROW_BLOCK = 64
+#: Samples per unfolded block in conv blocks (bounds the memory of the unfolded patches; see _Conv).
+_CONV_BLOCK = 256
+
+
+def _rowwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight.T + bias`` for x of shape (n, in), each row its own one-row product (batched).
+
+    A matrix product's kernel can treat a row differently by its position
+    in the block (on some CPUs rows at odd positions round differently), so
+    the result of one row would depend on the rows beside it; one-row
+    products do not.
+    """
+    out = torch.bmm(x.unsqueeze(1), weight.T.unsqueeze(0).expand(x.shape[0], -1, -1)).squeeze(1)
+    return out if bias is None else out + bias
 
 
 class _Linear(nn.Linear):
-    """nn.Linear that flattens its input and gives batch-invariant results.
-
-    BLAS picks its kernels by matrix size, so a row's result can depend on how
-    many rows share the product. Here every product has exactly
-    ``_ROW_BLOCK`` rows (the last block zero-padded), so each row always
-    meets the same kernel.
-    """
+    """nn.Linear that flattens its input and gives batch-invariant results (:func:`_rowwise_linear`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
-        n = x.shape[0]
-        pad = (-n) % _ROW_BLOCK
-        if pad:
-            x = torch.cat([x, x.new_zeros((pad, x.shape[1]))])
-        if x.shape[0] == _ROW_BLOCK:
-            out = F.linear(x, self.weight, self.bias)
-        else:
-            out = torch.cat([F.linear(x[i:i + _ROW_BLOCK], self.weight, self.bias)
-                             for i in range(0, x.shape[0], _ROW_BLOCK)])
-        return out[:n] if pad else out
+        return _rowwise_linear(x.flatten(1), self.weight, self.bias)
+
+
+class _Conv(nn.Module):
+    """Forward of conv1d and conv2d as unfolded patches times the weights, one product per sample of the same
+    shape whatever the batch (batch-invariant; zero padding and one group, what the spec grammar allows)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        one_d = x.dim() == 3
+        xx = x.unsqueeze(2) if one_d else x
+        kernel, dilation, stride = ((1, *v) if one_d else v for v in (self.kernel_size, self.dilation, self.stride))
+        padding = (0, *self.padding) if one_d else self.padding
+        out_hw = [(xx.shape[2 + i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+                  for i in range(2)]
+        w = self.weight.reshape(self.out_channels, -1)
+        parts = []
+        for start in range(0, xx.shape[0], _CONV_BLOCK):
+            cols = F.unfold(xx[start:start + _CONV_BLOCK], kernel, dilation=dilation, padding=padding, stride=stride)
+            # one product per sample, all of the same shape: a sample's patches always sit at the same rows
+            y = torch.bmm(cols.transpose(1, 2), w.T.unsqueeze(0).expand(cols.shape[0], -1, -1))
+            parts.append((y if self.bias is None else y + self.bias).transpose(1, 2))
+        y = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return y.reshape(x.shape[0], self.out_channels, *([out_hw[1]] if one_d else out_hw))
+
+
+class _Conv1d(_Conv, nn.Conv1d):
+    forward = _Conv.forward
+
+
+class _Conv2d(_Conv, nn.Conv2d):
+    forward = _Conv.forward
 
 
 class _GELU(nn.GELU):
@@ -444,7 +470,7 @@ def _build_linear(ctx: _StageContext, p: Mapping[str, Any]) -> nn.Module:
 
 
 def _build_conv(ndim: int) -> Callable:
-    cls = nn.Conv1d if ndim == 1 else nn.Conv2d
+    cls = _Conv1d if ndim == 1 else _Conv2d
 
     def build(ctx: _StageContext, p: Mapping[str, Any]) -> nn.Module:
         _needs_rank(ctx, ndim + 1, "(channels, length)" if ndim == 1 else "(channels, height, width)",

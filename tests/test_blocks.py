@@ -451,6 +451,22 @@ def test_activations_compute_their_formulas():
     torch.testing.assert_close(lin(xx), xx.flatten(1) @ m.weight.T + m.bias, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("spec, shape", [
+    ("conv1d(out_channels=3, kernel_size=3)", (5, 27)),
+    ("conv1d(out_channels=4, kernel_size=5, stride=2, padding=3, dilation=2)", (2, 40)),
+    ("conv2d(out_channels=3, kernel_size=3)", (2, 9, 8)),
+    ("conv2d(out_channels=2, kernel_size=3, stride=2, padding=1, dilation=2, bias=false)", (3, 11, 12)),
+])
+def test_convolutions_match_torch(spec, shape):
+    """The row-by-row convolutions (batch-invariant) compute what torch's do."""
+    chain = build_chain(spec, shape, generator=2)
+    m = chain[0].module
+    x = torch.randn(7, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    conv = F.conv1d if len(shape) == 2 else F.conv2d
+    ref = conv(x, m.weight, m.bias, stride=m.stride, padding=m.padding, dilation=m.dilation)
+    torch.testing.assert_close(chain(x), ref, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_every_block_is_batch_invariant(name):
     """A sample's output is the same bit for bit whatever batch it is evaluated in."""
