@@ -195,6 +195,15 @@ def _random_fan_in(prev_cols: dict[str, Any] | None) -> float:
     return float(prev_cols["fan_in"])
 
 
+def _batchnorm_affine_of(spec: str) -> bool | None:
+    """Whether a block spec is a batch norm with affine parameters (True / False); None for other blocks."""
+    from .blocks import parse_spec
+    from .theory_terms import _batchnorm_affine
+
+    affine = _batchnorm_affine(parse_spec(spec)[-1]) if spec.strip() else None
+    return None if affine is None else bool(affine)
+
+
 def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: dict[str, Any], per_unit: np.ndarray) -> np.ndarray:
     """Move the kinks through the stage's block; return its carried SMP per unit, shape (n_draws,).
 
@@ -203,6 +212,7 @@ def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: dict[str, Any], pe
     because one kink reaches a unit through many paths.
     """
     from . import theory
+    from .theory_terms import maxpool_after_batchnorm_rectifier
 
     smp_in = np.asarray(rows["smp_in"], dtype=float)
     factor = np.divide(per_unit, smp_in, out=np.zeros_like(smp_in), where=smp_in > 0)
@@ -210,9 +220,16 @@ def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: dict[str, Any], pe
         # max(relu(x)) = relu(max(x)): the ReLU's own kinks and the older ones pass in different shares
         # (where the ReLU's output varies at all: a dead layer is 0 throughout)
         live = (np.asarray(rows["mu_in"]) > 0) & (np.asarray(rows["sigma_pool_in"]) > 0)
-        pre = theory.relu_preactivation(np.where(live, rows["mu_in"], 1.0), np.where(live, rows["sigma_pool_in"], 1.0),
-                                        rows["sigma_dot_in"])
-        _, pass_new, pass_old = theory.maxpool_after_relu_terms(float(cols["window"]), *pre, rows["path_length"])
+        bn_affine = _batchnorm_affine_of(rows["prev_prev_block_spec"])
+        if bn_affine is not None:  # the ReLU follows a drawn batch norm: per batch-norm channel
+            _, pass_new, pass_old, _ = maxpool_after_batchnorm_rectifier(
+                float(cols["window"]), *(rows[f"prev_{c}"] for c in ("mu_in", "sigma_pool_in", "sigma_chan_in",
+                                                                      "sigma_dot_in")), rows["path_length"],
+                0.0, bn_affine)
+        else:
+            pre = theory.relu_preactivation(np.where(live, rows["mu_in"], 1.0),
+                                            np.where(live, rows["sigma_pool_in"], 1.0), rows["sigma_dot_in"])
+            _, pass_new, pass_old = theory.maxpool_after_relu_terms(float(cols["window"]), *pre, rows["path_length"])
         pass_new, pass_old = np.where(live, pass_new, factor), np.where(live, pass_old, factor)
         factor = [pass_new if g.born == cols["stage"] - 1 else pass_old for g in kinks.generations]
         for g in kinks.generations:
@@ -312,7 +329,7 @@ def predict_chain(
     from .kink_transport import given_weight_smp
     from .sampled_moments import sampled_stage_moments
     from .simulation import _default_input_shape, _stage_columns
-    from .theory_terms import _rectifier_slope, theory_term_arrays
+    from .theory_terms import RECTIFIER_INPUT_COLUMNS, _rectifier_slope, theory_term_arrays
     from .transfer import TransferModel
 
     n_draws = check_int(n_draws, "n_draws", minimum=1)
@@ -349,13 +366,15 @@ def predict_chain(
     kinks = KinkState(tuple(chain.input_shape), n_draws)
     kinks.add_new(smp)
     stage_rows, predictive = [], []
-    prev_spec, prev_cols = "", None
+    prev_spec, prev_cols, prev_rows = "", None, {}
+    nan = np.full(n_draws, math.nan)
     share = np.zeros(n_draws)  # of the pooled variance, the spread of the channels' means (inputs: none)
     stage_columns = [{**c, **g} for c, g in zip(_stage_columns(chain), given_weight_columns(chain))]
     for k, cols in enumerate(stage_columns, start=1):
         rows = {**cols, "mu_in": mu, "sigma_in": sigma, "sigma_pool_in": sigma,
                 "sigma_chan_in": sigma * np.sqrt(1.0 - share), "sigma_dot_in": sigma_dot, "smp_in": smp,
-                "path_length": length, "dt": dt, "prev_block_spec": prev_spec, "prev_fan_in": _random_fan_in(prev_cols)}
+                "path_length": length, "dt": dt, "prev_block_spec": prev_spec, "prev_fan_in": _random_fan_in(prev_cols),
+                **{f"prev_{c}": prev_rows.get(c, "" if c == "prev_block_spec" else nan) for c in RECTIFIER_INPUT_COLUMNS}}
         if width is not None:
             rows["static_in"] = width.static
         terms = theory_term_arrays(rows, n_draws)
@@ -398,7 +417,7 @@ def predict_chain(
             share = between_channel_share(cols["block"], cols, mu, sigma, share)
             mu, sigma, sigma_dot = out
         smp = smp_out
-        prev_spec, prev_cols = cols["block_spec"], cols
+        prev_spec, prev_cols, prev_rows = cols["block_spec"], cols, rows
     warnings = tuple(getattr(model, "warnings", ()))
     return ChainPrediction(format_spec([s.spec for s in chain.stages]), "theory" if isinstance(model, str) else model.kind, pd.DataFrame(stage_rows),
                            tuple(predictive), warnings)

@@ -79,6 +79,10 @@ FAMILIES: dict[str, str] = {
     "flatten": "identity",
 }
 
+#: Columns of the previous stage that :func:`theory_terms` reads as ``prev_<column>`` (looked up by trial and
+#: stage where the table lacks them): the input of a rectifier before a max pool, and what came before it.
+RECTIFIER_INPUT_COLUMNS = ("mu_in", "sigma_pool_in", "sigma_chan_in", "sigma_dot_in", "prev_block_spec")
+
 #: Columns every row needs (simulate's tables have them).
 REQUIRED_COLUMNS = ("block", "mu_in", "sigma_in", "sigma_dot_in", "smp_in", "path_length")
 
@@ -97,11 +101,11 @@ _BATCHNORM_GAIN = _batchnorm_gain()
 
 
 @functools.lru_cache(maxsize=None)
-def _batchnorm_channels(affine: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _batchnorm_channels(affine: bool, n_nodes: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gauss-Hermite nodes of one channel of the batch-norm draw: gain ``g = gamma / sqrt(running_var)``,
     shift ``beta`` and their weights, each shape (n_nodes,) (``blocks._draw_weights``: gamma ~ N(1, 0.2^2),
-    running_var = exp(0.5 Z), beta ~ N(0, 0.2^2); without ``affine`` gamma = 1, beta = 0)."""
-    z, w = np.polynomial.hermite_e.hermegauss(10)
+    running_var = exp(0.5 Z), beta ~ N(0, 0.2^2); without ``affine`` gamma = 1, beta = 0), ``n_nodes`` per draw."""
+    z, w = np.polynomial.hermite_e.hermegauss(n_nodes)
     w = w / w.sum()
     zg, zv, zb = (a.ravel() for a in np.meshgrid(z, z, z, indexing="ij"))
     weight = np.multiply.outer(np.multiply.outer(w, w), w).ravel()
@@ -164,8 +168,9 @@ def _window(rows: _Rows, blocks: np.ndarray) -> np.ndarray:
     return w
 
 
-def _previous(rows: _Rows) -> tuple[list, np.ndarray]:
-    """The distinct ``prev_block_spec`` values, parsed (None for no block), and each row's index into them."""
+def _previous(rows: _Rows, column: str = "prev_block_spec") -> tuple[list, np.ndarray]:
+    """The distinct ``prev_block_spec`` values (or another column's), parsed (None for no block), and each
+    row's index into them."""
     from .blocks import parse_spec
 
     def parsed(text: str):
@@ -174,7 +179,7 @@ def _previous(rows: _Rows) -> tuple[list, np.ndarray]:
         except SpecError:  # a block the grammar does not know: no rule for it
             return None
 
-    values, inverse = np.unique(rows.text("prev_block_spec").astype(str), return_inverse=True)
+    values, inverse = np.unique(rows.text(column).astype(str), return_inverse=True)
     return [parsed(v) for v in values], inverse.reshape(-1)
 
 
@@ -325,6 +330,82 @@ def _smooth_after_maxpool(name, beta, k, mu, sigma, sigma_dot, length, smp_in):
     return switch_gain * switches + max_gain * (smp_in - switches)
 
 
+def _batchnorm_input(mu, sigma_pool, sigma_chan, sigma_dot, g, shift, w):
+    """The input of a batch norm with drawn statistics, recovered from its output's pooled moments.
+
+    ``g``, ``shift``, ``w``: the channel draw (:func:`_batchnorm_channels`).
+    Returns ``(m, q2, slope2, u)``, each shape (n_rows,): the input's mean,
+    its variance within a channel, its slope mean square, and ``u``, the
+    realised variance over the channels of the input's channel means less
+    the running means (a layer of few channels realises less than their
+    variance 1).
+    """
+    e_g, e_g2 = w @ g, w @ g**2
+    m = mu / e_g
+    between = sigma_pool**2 - sigma_chan**2  # realised spread of the output channels' means
+    u = np.maximum((between - (e_g2 - e_g**2) * m**2 - w @ shift**2) / e_g2, 0.0)
+    return m, sigma_chan**2 / e_g2, sigma_dot**2 / e_g2, u
+
+
+#: Rows per block of :func:`maxpool_after_batchnorm_rectifier` (its grid has 1,296 nodes x 64 points per row).
+_ROW_CHUNK = 128
+
+
+def maxpool_after_batchnorm_rectifier(k, mu, sigma_pool, sigma_chan, sigma_dot, length, slope=0.0, affine=True):
+    """Max pooling right after a ReLU (``slope = 0``) or LeakyReLU that follows a batch norm with drawn statistics.
+
+    ``mu``, ``sigma_pool``, ``sigma_chan``, ``sigma_dot`` are the moments of
+    the rectifier's input (the batch norm's output), arrays of shape
+    (n_rows,). Each channel ``c`` of the batch norm has its own gain and
+    shift, and its input channel its own mean, so the pre-activations of a
+    pooling window (one channel) are ``N(g_c (m + o_c) + beta_c, g_c**2
+    Q**2)`` with ``o_c ~ N(0, u)`` (:func:`_batchnorm_input`);
+    :func:`smpstats.theory.maxpool_after_relu_terms` is averaged over that
+    channel population rather than applied to the pooled moments, which
+    mix the channels' means into the spread that the window's units switch
+    over (6 % too few kinks for a conv2d -> batch norm -> ReLU -> 2x2 max
+    pool).
+
+    Returns
+    -------
+    (new, pass_new, pass_old, rectifier_new) : arrays, shape (n_rows,)
+        The switching kinks per output unit; the shares of the rectifier's
+        own new kinks and of the older kinks that the pooling carries; and
+        the rectifier's new kinks per unit, to which ``pass_new`` applies.
+    """
+    rows = len(np.atleast_1d(mu))
+    if rows > _ROW_CHUNK:  # the node grid is large: bound the memory
+        parts = [maxpool_after_batchnorm_rectifier(*(np.broadcast_to(np.asarray(v, dtype=float), (rows,))[i:i + _ROW_CHUNK]
+                                                     for v in (k, mu, sigma_pool, sigma_chan, sigma_dot, length)),
+                                                   slope, affine) for i in range(0, rows, _ROW_CHUNK)]
+        return tuple(np.concatenate(p) for p in zip(*parts))
+    g, shift, w = _batchnorm_channels(bool(affine), 6)
+    m, q2, slope2, u = (np.asarray(v, dtype=float)[:, None, None]
+                        for v in _batchnorm_input(mu, sigma_pool, sigma_chan, sigma_dot, g, shift, w))
+    z, wz = np.polynomial.hermite_e.hermegauss(6)
+    weight = np.multiply.outer(w, wz / wz.sum())  # (batch-norm nodes, channel-offset nodes)
+    g3, shift3 = g[:, None], shift[:, None]
+    centre = g3 * (m + np.sqrt(u) * z) + shift3  # (n_rows, nodes, offsets)
+    scale = np.maximum(np.abs(g3) * np.sqrt(q2), 1e-300)
+    sdot = np.abs(g3) * np.sqrt(slope2)
+    k, length = (np.asarray(v, dtype=float)[..., None, None] for v in (k, length))
+    new, pass_new, _ = theory.maxpool_after_relu_terms(k, centre, scale, sdot, length, slope)
+    own = np.asarray(theory._leaky_relu_expected_smp(centre, scale, sdot, length, 0.0, slope), dtype=float)
+    below = special.ndtr(-centre / scale)
+    # older kinks: scaled by |g_c| in the batch norm, kept where the unit is positive (times the slope where
+    # not), then where the window's maximum is
+    kept_max = np.abs(g3) * (1.0 - below**k + slope * below**k)
+    kept_unit = np.abs(g3) * (1.0 - below + slope * below)
+
+    def avg(v):
+        return (v * weight).sum(axis=(-2, -1))
+
+    rectifier_new = avg(own)
+    pass_new = np.divide(avg(pass_new * own), rectifier_new, out=np.zeros_like(rectifier_new),
+                         where=rectifier_new > 0)
+    return avg(new), pass_new, avg(kept_max) / avg(kept_unit), rectifier_new
+
+
 def _rectifier_after_batchnorm(mu, sigma_pool, sigma_chan, sigma_dot, length, smp_in, slope, affine=True):
     """(new, carried) of a ReLU (``slope = 0``) or LeakyReLU right after a batch norm with drawn statistics.
 
@@ -344,12 +425,8 @@ def _rectifier_after_batchnorm(mu, sigma_pool, sigma_chan, sigma_dot, length, sm
     Exact SMP: +1 to +5 % where the pooled formula is +8 to +11 %.
     """
     g, shift, w = _batchnorm_channels(bool(affine))
-    e_g, e_g2, e_abs = w @ g, w @ g**2, w @ np.abs(g)
-    m = mu / e_g
-    q2 = sigma_chan**2 / e_g2
-    slope2 = sigma_dot**2 / e_g2
-    between = sigma_pool**2 - sigma_chan**2  # realised spread of the output channels' means
-    u = np.maximum((between - (e_g2 - e_g**2) * m**2 - w @ shift**2) / e_g2, 0.0)
+    m, q2, slope2, u = _batchnorm_input(mu, sigma_pool, sigma_chan, sigma_dot, g, shift, w)
+    e_abs = w @ np.abs(g)
     centre = g * m[:, None] + shift  # (n_rows, n_nodes)
     scale = np.abs(g) * np.sqrt(q2 + u)[:, None]
     z = centre / scale
@@ -460,6 +537,11 @@ def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
         samples = samples.assign(prev_block_spec=previous_specs(samples))
     if "prev_fan_in" not in samples.columns:
         samples = samples.assign(prev_fan_in=previous_fan_in(samples))
+    for column in RECTIFIER_INPUT_COLUMNS:  # a max pool after a rectifier reads the rectifier's input
+        if f"prev_{column}" not in samples.columns:
+            prev = _previous_stage(samples, column)
+            if prev is not None:
+                samples = samples.assign(**{f"prev_{column}": prev})
     terms = theory_term_arrays(samples, len(samples), labels=samples.index)
     return pd.DataFrame(terms, index=samples.index)
 
@@ -527,6 +609,15 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     m = is_block("maxpool1d", "maxpool2d") & after_rect
     for (before,), r in _groups(m, rect_slope):
         new[r], carried[r] = _maxpool_after_relu(k[r], mu[r], sig[r], sdot[r], length[r], smp_in[r], before)
+    # ... whose rectifier follows a drawn batch norm: per batch-norm channel, from the rectifier's input
+    bn_two_back = _per_previous(_previous(table, "prev_prev_block_spec"), _batchnorm_affine)
+    rect_in = [table.num(f"prev_{c}") for c in ("mu_in", "sigma_pool_in", "sigma_chan_in", "sigma_dot_in")]
+    m &= np.isfinite(bn_two_back) & np.all([np.isfinite(c) for c in rect_in], axis=0) & (rect_in[2] > 0)
+    for (before, affine), r in _groups(m, rect_slope, bn_two_back):
+        switch, pass_new, pass_old, own = maxpool_after_batchnorm_rectifier(
+            k[r], *(c[r] for c in rect_in), length[r], before, bool(affine))
+        own = np.minimum(own, smp_in[r])
+        new[r], carried[r] = switch, pass_new * own + pass_old * (smp_in[r] - own)
 
     m = is_block("linear", "conv1d", "conv2d")
     if m.any():

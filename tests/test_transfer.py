@@ -133,6 +133,21 @@ def test_max_pooling_after_a_conv_switches_on_the_spread_within_channels():
     assert pool["smp_out"].mean() / pooled - 1 > 0.05
 
 
+def test_max_pooling_after_a_batchnorm_relu_averages_over_the_batchnorm_channels():
+    """conv -> batch norm -> ReLU -> max pool, exact SMP: each batch-norm channel has its own gain and shift, and
+    a window switches within one channel; the pooled moments of the ReLU's output count too few kinks."""
+    from smpstats.inputs import SmoothInputs
+
+    spec = "conv1d(out_channels=8, kernel_size=3) | batchnorm | relu | maxpool1d(kernel_size=4)"
+    family = SmoothInputs(mu=(-0.5, 0.5), sigma=(0.5, 1.5), length_scale=(0.1, 0.3))
+    df = smpstats.simulate(spec, n_trials=60, seed=5, input_shape=(2, 32), n_points=257, path=family, method="exact")
+    pool = df["stage"] == 4
+    exact = df.loc[pool, "smp_out"].mean()
+    assert theory_terms(df)["theory"][pool].mean() / exact - 1 == pytest.approx(0.0, abs=0.05)
+    pooled = theory_terms(df[pool].assign(prev_block_spec="relu"))["theory"].mean()  # without the rows before
+    assert pooled / exact - 1 < -0.05
+
+
 def test_theory_terms_of_a_row_do_not_depend_on_the_other_rows_of_the_table():
     parts = []
     for spec in ("leaky_relu(negative_slope=0.1) | maxpool1d(kernel_size=2)", "batchnorm | leaky_relu(negative_slope=0.3)",
