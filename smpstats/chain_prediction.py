@@ -212,7 +212,7 @@ def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: dict[str, Any], pe
     because one kink reaches a unit through many paths.
     """
     from . import theory
-    from .theory_terms import maxpool_after_batchnorm_rectifier
+    from .theory_terms import maxpool_after_rectifier_channels
 
     smp_in = np.asarray(rows["smp_in"], dtype=float)
     factor = np.divide(per_unit, smp_in, out=np.zeros_like(smp_in), where=smp_in > 0)
@@ -220,12 +220,12 @@ def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: dict[str, Any], pe
         # max(relu(x)) = relu(max(x)): the ReLU's own kinks and the older ones pass in different shares
         # (where the ReLU's output varies at all: a dead layer is 0 throughout)
         live = (np.asarray(rows["mu_in"]) > 0) & (np.asarray(rows["sigma_pool_in"]) > 0)
-        bn_affine = _batchnorm_affine_of(rows["prev_prev_block_spec"])
-        if bn_affine is not None:  # the ReLU follows a drawn batch norm: per batch-norm channel
-            _, pass_new, pass_old, _ = maxpool_after_batchnorm_rectifier(
-                float(cols["window"]), *(rows[f"prev_{c}"] for c in ("mu_in", "sigma_pool_in", "sigma_chan_in",
-                                                                      "sigma_dot_in")), rows["path_length"],
-                0.0, bn_affine)
+        rect_in = [np.asarray(rows[f"prev_{c}"], dtype=float) for c in ("mu_in", "sigma_pool_in", "sigma_chan_in",
+                                                                         "sigma_dot_in")]
+        if np.all(np.isfinite(rect_in)) and np.all(rect_in[2] > 0):  # channel by channel, from the ReLU's input
+            _, pass_new, pass_old, _ = maxpool_after_rectifier_channels(
+                float(cols["window"]), *rect_in, rows["path_length"], 0.0,
+                _batchnorm_affine_of(rows["prev_prev_block_spec"]))
         else:
             pre = theory.relu_preactivation(np.where(live, rows["mu_in"], 1.0),
                                             np.where(live, rows["sigma_pool_in"], 1.0), rows["sigma_dot_in"])

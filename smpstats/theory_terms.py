@@ -347,24 +347,29 @@ def _batchnorm_input(mu, sigma_pool, sigma_chan, sigma_dot, g, shift, w):
     return m, sigma_chan**2 / e_g2, sigma_dot**2 / e_g2, u
 
 
-#: Rows per block of :func:`maxpool_after_batchnorm_rectifier` (its grid has 1,296 nodes x 64 points per row).
+#: Rows per block of :func:`maxpool_after_rectifier_channels` (its grid has up to 1,296 nodes x 64 points per row).
 _ROW_CHUNK = 128
 
 
-def maxpool_after_batchnorm_rectifier(k, mu, sigma_pool, sigma_chan, sigma_dot, length, slope=0.0, affine=True):
-    """Max pooling right after a ReLU (``slope = 0``) or LeakyReLU that follows a batch norm with drawn statistics.
+def maxpool_after_rectifier_channels(k, mu, sigma_pool, sigma_chan, sigma_dot, length, slope=0.0, batchnorm=None):
+    """Max pooling right after a ReLU (``slope = 0``) or LeakyReLU, from the rectifier's input, channel by channel.
 
     ``mu``, ``sigma_pool``, ``sigma_chan``, ``sigma_dot`` are the moments of
-    the rectifier's input (the batch norm's output), arrays of shape
-    (n_rows,). Each channel ``c`` of the batch norm has its own gain and
-    shift, and its input channel its own mean, so the pre-activations of a
-    pooling window (one channel) are ``N(g_c (m + o_c) + beta_c, g_c**2
-    Q**2)`` with ``o_c ~ N(0, u)`` (:func:`_batchnorm_input`);
-    :func:`smpstats.theory.maxpool_after_relu_terms` is averaged over that
-    channel population rather than applied to the pooled moments, which
-    mix the channels' means into the spread that the window's units switch
-    over (6 % too few kinks for a conv2d -> batch norm -> ReLU -> 2x2 max
-    pool).
+    the rectifier's input, arrays of shape (n_rows,). A pooling window lies
+    in one channel, whose units share the channel's mean: the
+    pre-activations of a window are ``N(mu + o_c, sigma_chan**2)`` with the
+    channel offsets ``o_c ~ N(0, sigma_pool**2 - sigma_chan**2)``, and
+    :func:`smpstats.theory.maxpool_after_relu_terms` is averaged over them
+    rather than applied to the pooled moments, with which the units of a
+    window would be independent in their means too: all ``k`` of them lie
+    below 0 more often in a channel of low mean, so fewer older kinks pass
+    (the pooled rule was 5-10 % high at the second and third max pool of
+    conv -> ReLU -> max pool stacks, exact SMP). ``batchnorm`` (True / False:
+    with or without affine parameters) says that the rectifier follows a
+    batch norm with drawn statistics, whose channels also differ in gain
+    and shift: the moments are then the batch norm's output, its input is
+    recovered (:func:`_batchnorm_input`) and the average runs over the
+    batch norm's channel draw too.
 
     Returns
     -------
@@ -375,14 +380,20 @@ def maxpool_after_batchnorm_rectifier(k, mu, sigma_pool, sigma_chan, sigma_dot, 
     """
     rows = len(np.atleast_1d(mu))
     if rows > _ROW_CHUNK:  # the node grid is large: bound the memory
-        parts = [maxpool_after_batchnorm_rectifier(*(np.broadcast_to(np.asarray(v, dtype=float), (rows,))[i:i + _ROW_CHUNK]
-                                                     for v in (k, mu, sigma_pool, sigma_chan, sigma_dot, length)),
-                                                   slope, affine) for i in range(0, rows, _ROW_CHUNK)]
+        parts = [maxpool_after_rectifier_channels(
+            *(np.broadcast_to(np.asarray(v, dtype=float), (rows,))[i:i + _ROW_CHUNK]
+              for v in (k, mu, sigma_pool, sigma_chan, sigma_dot, length)), slope, batchnorm)
+            for i in range(0, rows, _ROW_CHUNK)]
         return tuple(np.concatenate(p) for p in zip(*parts))
-    g, shift, w = _batchnorm_channels(bool(affine), 6)
-    m, q2, slope2, u = (np.asarray(v, dtype=float)[:, None, None]
-                        for v in _batchnorm_input(mu, sigma_pool, sigma_chan, sigma_dot, g, shift, w))
-    z, wz = np.polynomial.hermite_e.hermegauss(6)
+    if batchnorm is None:
+        g, shift, w = np.ones(1), np.zeros(1), np.ones(1)
+        m, q2, slope2 = (np.asarray(v, dtype=float) for v in (mu, sigma_chan**2, sigma_dot**2))
+        u = np.maximum(np.asarray(sigma_pool, dtype=float)**2 - q2, 0.0)
+    else:
+        g, shift, w = _batchnorm_channels(bool(batchnorm), 6)
+        m, q2, slope2, u = _batchnorm_input(mu, sigma_pool, sigma_chan, sigma_dot, g, shift, w)
+    m, q2, slope2, u = (np.asarray(v, dtype=float)[:, None, None] for v in (m, q2, slope2, u))
+    z, wz = np.polynomial.hermite_e.hermegauss(6 if batchnorm is not None else 12)
     weight = np.multiply.outer(w, wz / wz.sum())  # (batch-norm nodes, channel-offset nodes)
     g3, shift3 = g[:, None], shift[:, None]
     centre = g3 * (m + np.sqrt(u) * z) + shift3  # (n_rows, nodes, offsets)
@@ -392,7 +403,7 @@ def maxpool_after_batchnorm_rectifier(k, mu, sigma_pool, sigma_chan, sigma_dot, 
     new, pass_new, _ = theory.maxpool_after_relu_terms(k, centre, scale, sdot, length, slope)
     own = np.asarray(theory._leaky_relu_expected_smp(centre, scale, sdot, length, 0.0, slope), dtype=float)
     below = special.ndtr(-centre / scale)
-    # older kinks: scaled by |g_c| in the batch norm, kept where the unit is positive (times the slope where
+    # older kinks: scaled by |g_c| in a batch norm, kept where the unit is positive (times the slope where
     # not), then where the window's maximum is
     kept_max = np.abs(g3) * (1.0 - below**k + slope * below**k)
     kept_unit = np.abs(g3) * (1.0 - below + slope * below)
@@ -403,7 +414,7 @@ def maxpool_after_batchnorm_rectifier(k, mu, sigma_pool, sigma_chan, sigma_dot, 
     rectifier_new = avg(own)
     pass_new = np.divide(avg(pass_new * own), rectifier_new, out=np.zeros_like(rectifier_new),
                          where=rectifier_new > 0)
-    return avg(new), pass_new, avg(kept_max) / avg(kept_unit), rectifier_new
+    return avg(new), pass_new, avg(kept_max) / np.maximum(avg(kept_unit), 1e-300), rectifier_new
 
 
 def _rectifier_after_batchnorm(mu, sigma_pool, sigma_chan, sigma_dot, length, smp_in, slope, affine=True):
@@ -609,13 +620,14 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     m = is_block("maxpool1d", "maxpool2d") & after_rect
     for (before,), r in _groups(m, rect_slope):
         new[r], carried[r] = _maxpool_after_relu(k[r], mu[r], sig[r], sdot[r], length[r], smp_in[r], before)
-    # ... whose rectifier follows a drawn batch norm: per batch-norm channel, from the rectifier's input
+    # ... channel by channel, from the rectifier's input where the table has it (and its batch norm's channels
+    # where the rectifier follows one with drawn statistics)
     bn_two_back = _per_previous(_previous(table, "prev_prev_block_spec"), _batchnorm_affine)
     rect_in = [table.num(f"prev_{c}") for c in ("mu_in", "sigma_pool_in", "sigma_chan_in", "sigma_dot_in")]
-    m &= np.isfinite(bn_two_back) & np.all([np.isfinite(c) for c in rect_in], axis=0) & (rect_in[2] > 0)
-    for (before, affine), r in _groups(m, rect_slope, bn_two_back):
-        switch, pass_new, pass_old, own = maxpool_after_batchnorm_rectifier(
-            k[r], *(c[r] for c in rect_in), length[r], before, bool(affine))
+    m &= np.all([np.isfinite(c) for c in rect_in], axis=0) & (rect_in[2] > 0)
+    for (before, bn), r in _groups(m, rect_slope, np.nan_to_num(bn_two_back, nan=-1.0)):
+        switch, pass_new, pass_old, own = maxpool_after_rectifier_channels(
+            k[r], *(c[r] for c in rect_in), length[r], before, None if bn < 0 else bool(bn))
         own = np.minimum(own, smp_in[r])
         new[r], carried[r] = switch, pass_new * own + pass_old * (smp_in[r] - own)
 

@@ -171,13 +171,15 @@ def test_unpropagated_baseline_keeps_the_input_moments():
 
 
 def test_theory_on_column_arrays_matches_the_table_version():
-    from smpstats.theory_terms import previous_fan_in, theory_term_arrays, theory_terms
+    from smpstats.theory_terms import RECTIFIER_INPUT_COLUMNS, previous_fan_in, theory_term_arrays, theory_terms
 
     sim = smpstats.simulate("conv1d(out_channels=4,kernel_size=3)|relu|maxpool1d(kernel_size=2)|leaky_relu"
                             "|avgpool1d(kernel_size=2)|batchnorm|tanh", n_trials=4, seed=1, input_shape=(2, 32),
                             path="kinked")
     sim["prev_block_spec"] = sim.groupby("trial")["block_spec"].shift(fill_value="")
     sim["prev_fan_in"] = previous_fan_in(sim)
+    for c in RECTIFIER_INPUT_COLUMNS:  # the max pool reads its ReLU's input
+        sim[f"prev_{c}"] = sim.groupby("trial")[c].shift(fill_value="" if c == "prev_block_spec" else np.nan)
     assert sim["prev_fan_in"].notna().sum() == 4  # the ReLU after the conv, in each trial
     table = theory_terms(sim)
     arrays = theory_term_arrays({c: sim[c].to_numpy() for c in sim.columns}, len(sim))

@@ -133,6 +133,22 @@ def test_max_pooling_after_a_conv_switches_on_the_spread_within_channels():
     assert pool["smp_out"].mean() / pooled - 1 > 0.05
 
 
+def test_max_pooling_after_a_relu_switches_and_carries_within_channels():
+    """The second max pool of a conv -> ReLU -> max pool stack, exact SMP: a window's units share their channel's
+    mean, so all of them lie below 0 together more often than independent units would; the pooled moments of the
+    ReLU's output let too many older kinks through."""
+    from smpstats.inputs import SmoothInputs
+
+    spec = " | ".join(["conv1d(out_channels=6, kernel_size=3, padding=1) | relu | maxpool1d(kernel_size=2)"] * 2)
+    family = SmoothInputs(mu=(-0.5, 0.5), sigma=(0.5, 1.5), length_scale=(0.1, 0.3))
+    df = smpstats.simulate(spec, n_trials=80, seed=5, input_shape=(2, 32), n_points=257, path=family, method="exact")
+    pool = df["stage"] == 6
+    exact = df.loc[pool, "smp_out"].mean()
+    assert theory_terms(df)["theory"][pool].mean() / exact - 1 == pytest.approx(0.0, abs=0.035)
+    pooled = theory_terms(df[pool].assign(prev_block_spec="relu"))["theory"].mean()  # without the rows before
+    assert pooled / exact - 1 > 0.04
+
+
 def test_max_pooling_after_a_batchnorm_relu_averages_over_the_batchnorm_channels():
     """conv -> batch norm -> ReLU -> max pool, exact SMP: each batch-norm channel has its own gain and shift, and
     a window switches within one channel; the pooled moments of the ReLU's output count too few kinks."""
@@ -161,10 +177,14 @@ def test_theory_terms_of_a_row_do_not_depend_on_the_other_rows_of_the_table():
 
 def test_theory_terms_look_the_previous_block_up_in_a_chain_table():
     """A simulate table of a chain has no prev_block_spec column: the block before is found by trial and stage."""
+    from smpstats.theory_terms import RECTIFIER_INPUT_COLUMNS
+
     df = smpstats.simulate("relu | maxpool1d(kernel_size=3)", n_trials=4, seed=2, input_shape=(4, 32), n_points=256)
     pool = df["stage"] == 2
+    relu = df[df["stage"] == 1].set_index("trial").loc[df.loc[pool, "trial"]].assign(prev_block_spec="")
+    given = {f"prev_{c}": relu[c].to_numpy() for c in RECTIFIER_INPUT_COLUMNS}  # the ReLU's input, for the max pool
     np.testing.assert_allclose(theory_terms(df)["theory"][pool],
-                               theory_terms(df[pool].assign(prev_block_spec="relu"))["theory"], rtol=1e-12)
+                               theory_terms(df[pool].assign(prev_block_spec="relu", **given))["theory"], rtol=1e-12)
     assert not np.allclose(theory_terms(df)["theory"][pool], theory_terms(df[pool])["theory"], rtol=0.01)
 
 
