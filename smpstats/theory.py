@@ -689,6 +689,11 @@ def relu_preactivation(mean, std, sigma_dot, negative_slope=0.0):
     return a * sigma, sigma, sigma_dot / np.sqrt(cdf + s**2 * (1.0 - cdf))
 
 
+#: 64-point Gauss-Hermite nodes and normalised weights of :func:`maxpool_after_relu_terms` (computed once).
+_SWITCH_Z, _SWITCH_W = np.polynomial.hermite_e.hermegauss(64)
+_SWITCH_W = _SWITCH_W / _SWITCH_W.sum()
+
+
 def maxpool_after_relu_terms(k, mu, sigma, sigma_dot, length, negative_slope=0.0):
     r"""SMP terms of ``maxpool(relu(x))`` (or of ``maxpool(leaky_relu(x))``) for ``k`` i.i.d. Gaussian
     pre-activations ``N(mu, sigma**2)``.
@@ -712,8 +717,7 @@ def maxpool_after_relu_terms(k, mu, sigma, sigma_dot, length, negative_slope=0.0
         *(np.asarray(v, dtype=float) for v in (k, mu, sigma, sigma_dot, length)))
     s = float(negative_slope)
     a = mu / sigma
-    z, w = np.polynomial.hermite_e.hermegauss(64)
-    w = w / w.sum()
+    z, w = _SWITCH_Z, _SWITCH_W
     v = mu[..., None] + sigma[..., None] * z / math.sqrt(2)  # the common value of two crossing units
     size = np.where(v > 0, 1.0, s)
     switch = ((special.ndtr(z / math.sqrt(2)) ** np.maximum(k[..., None] - 2, 0)) * size * w).sum(-1)
@@ -1165,6 +1169,10 @@ def max_input_moments(k, mean, std):
     return _out(mean - sigma * e1), _out(sigma)
 
 
+#: Grid indices of z in [-8, 10]: the density of the maximum of k >= 1 standard normals is below 1e-14 outside.
+_MAX_GRID_LO, _MAX_GRID_HI = int(np.searchsorted(_Z, -8.0)), int(np.searchsorted(_Z, 10.0)) + 1
+
+
 def max_after_rectifier_moments(k, mu, sigma, sigma_dot, negative_slope=0.0) -> OutputMoments:
     r"""Mean, std and RMS slope of the maximum of ``k`` i.i.d. ReLU (or LeakyReLU) outputs with these moments.
 
@@ -1193,8 +1201,9 @@ def max_after_rectifier_moments(k, mu, sigma, sigma_dot, negative_slope=0.0) -> 
         raise InputError(f"k must be an int >= 1; got {k!r}.")
     m, s, d = relu_preactivation(mu, sigma, sigma_dot, negative_slope)
     alpha = float(negative_slope)
-    weight = k * np.exp((k - 1) * _LOG_PHI_Z) * _Z_WEIGHT  # density of M_k on the grid
-    x = m[..., None] + s[..., None] * _Z
+    grid = slice(_MAX_GRID_LO, _MAX_GRID_HI)  # where the density of M_k is not negligible
+    weight = k * np.exp((k - 1) * _LOG_PHI_Z[grid]) * _Z_WEIGHT[grid]  # density of M_k on the grid
+    x = m[..., None] + s[..., None] * _Z[grid]
     y = np.where(x > 0, x, alpha * x)
     e1 = (y * weight).sum(-1)
     e2 = (y * y * weight).sum(-1)

@@ -347,6 +347,11 @@ def _batchnorm_input(mu, sigma_pool, sigma_chan, sigma_dot, g, shift, w):
     return m, sigma_chan**2 / e_g2, sigma_dot**2 / e_g2, u
 
 
+#: Gauss-Hermite nodes and normalised weights of the channel offsets in :func:`maxpool_after_rectifier_channels`
+#: (False: 8 on their own; True: 6 beside the batch norm's 6 x 6 x 6).
+_OFFSET_NODES = {bn: (z, w / w.sum()) for bn, (z, w) in ((False, np.polynomial.hermite_e.hermegauss(8)),
+                                                        (True, np.polynomial.hermite_e.hermegauss(6)))}
+
 #: Rows per block of :func:`maxpool_after_rectifier_channels` (its grid has up to 1,296 nodes x 64 points per row).
 _ROW_CHUNK = 128
 
@@ -393,8 +398,8 @@ def maxpool_after_rectifier_channels(k, mu, sigma_pool, sigma_chan, sigma_dot, l
         g, shift, w = _batchnorm_channels(bool(batchnorm), 6)
         m, q2, slope2, u = _batchnorm_input(mu, sigma_pool, sigma_chan, sigma_dot, g, shift, w)
     m, q2, slope2, u = (np.asarray(v, dtype=float)[:, None, None] for v in (m, q2, slope2, u))
-    z, wz = np.polynomial.hermite_e.hermegauss(6 if batchnorm is not None else 12)
-    weight = np.multiply.outer(w, wz / wz.sum())  # (batch-norm nodes, channel-offset nodes)
+    z, wz = _OFFSET_NODES[batchnorm is not None]
+    weight = np.multiply.outer(w, wz)  # (batch-norm nodes, channel-offset nodes)
     g3, shift3 = g[:, None], shift[:, None]
     centre = g3 * (m + np.sqrt(u) * z) + shift3  # (n_rows, nodes, offsets)
     scale = np.maximum(np.abs(g3) * np.sqrt(q2), 1e-300)
