@@ -133,35 +133,37 @@ def test_max_pooling_after_a_conv_switches_on_the_spread_within_channels():
     assert pool["smp_out"].mean() / pooled - 1 > 0.05
 
 
+def _last_max_pool_theory_errors(spec: str, n_trials: int) -> tuple[float, float]:
+    """Relative error of the theory's mean SMP at the chain's last stage (a max pool after a ReLU) against exact
+    SMP: with the rows before it (the ReLU's input), and with the pooled moments of the ReLU's output alone."""
+    from smpstats.inputs import SmoothInputs
+
+    family = SmoothInputs(mu=(-0.5, 0.5), sigma=(0.5, 1.5), length_scale=(0.1, 0.3))
+    df = smpstats.simulate(spec, n_trials=n_trials, seed=5, input_shape=(2, 32), n_points=257, path=family,
+                           method="exact")
+    pool = df["stage"] == df["n_stages"]
+    exact = df.loc[pool, "smp_out"].mean()
+    pooled = theory_terms(df[pool].assign(prev_block_spec="relu"))["theory"].mean()  # without the rows before
+    return theory_terms(df)["theory"][pool].mean() / exact - 1, pooled / exact - 1
+
+
 def test_max_pooling_after_a_relu_switches_and_carries_within_channels():
     """The second max pool of a conv -> ReLU -> max pool stack, exact SMP: a window's units share their channel's
     mean, so all of them lie below 0 together more often than independent units would; the pooled moments of the
     ReLU's output let too many older kinks through."""
-    from smpstats.inputs import SmoothInputs
-
     spec = " | ".join(["conv1d(out_channels=6, kernel_size=3, padding=1) | relu | maxpool1d(kernel_size=2)"] * 2)
-    family = SmoothInputs(mu=(-0.5, 0.5), sigma=(0.5, 1.5), length_scale=(0.1, 0.3))
-    df = smpstats.simulate(spec, n_trials=80, seed=5, input_shape=(2, 32), n_points=257, path=family, method="exact")
-    pool = df["stage"] == 6
-    exact = df.loc[pool, "smp_out"].mean()
-    assert theory_terms(df)["theory"][pool].mean() / exact - 1 == pytest.approx(0.0, abs=0.035)
-    pooled = theory_terms(df[pool].assign(prev_block_spec="relu"))["theory"].mean()  # without the rows before
-    assert pooled / exact - 1 > 0.04
+    channels, pooled = _last_max_pool_theory_errors(spec, 80)
+    assert channels == pytest.approx(0.0, abs=0.035)
+    assert pooled > 0.04
 
 
 def test_max_pooling_after_a_batchnorm_relu_averages_over_the_batchnorm_channels():
     """conv -> batch norm -> ReLU -> max pool, exact SMP: each batch-norm channel has its own gain and shift, and
     a window switches within one channel; the pooled moments of the ReLU's output count too few kinks."""
-    from smpstats.inputs import SmoothInputs
-
-    spec = "conv1d(out_channels=8, kernel_size=3) | batchnorm | relu | maxpool1d(kernel_size=4)"
-    family = SmoothInputs(mu=(-0.5, 0.5), sigma=(0.5, 1.5), length_scale=(0.1, 0.3))
-    df = smpstats.simulate(spec, n_trials=60, seed=5, input_shape=(2, 32), n_points=257, path=family, method="exact")
-    pool = df["stage"] == 4
-    exact = df.loc[pool, "smp_out"].mean()
-    assert theory_terms(df)["theory"][pool].mean() / exact - 1 == pytest.approx(0.0, abs=0.05)
-    pooled = theory_terms(df[pool].assign(prev_block_spec="relu"))["theory"].mean()  # without the rows before
-    assert pooled / exact - 1 < -0.05
+    channels, pooled = _last_max_pool_theory_errors(
+        "conv1d(out_channels=8, kernel_size=3) | batchnorm | relu | maxpool1d(kernel_size=4)", 60)
+    assert channels == pytest.approx(0.0, abs=0.05)
+    assert pooled < -0.05
 
 
 def test_theory_terms_of_a_row_do_not_depend_on_the_other_rows_of_the_table():
