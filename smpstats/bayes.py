@@ -7,10 +7,10 @@ partial pooling, e.g. ``maxpool1d(kernel_size=3)`` or
 .. math::
 
     \mu_i = e^{\gamma^{new}_c}\, T^{new}_i + e^{\gamma^{car}_c}\, T^{car}_i, \qquad
-    \gamma^{t}_c \sim N(a^{t}_f,\ \tau_{t}^2) \quad (t = new, car)
+    \gamma^{t}_c \sim N(a^{t}_f,\ (r_f \tau_{t})^2) \quad (t = new, car)
 
     y_i \mid y_i > 0 \sim \mathrm{Gamma}(\text{mean } \mu_i,\ \text{shape } e^{\delta_c + \eta_f^\top (x_i - \tilde x) + b (u_i - u_c)}), \quad
-    \delta_c \sim N(d_f + g_f\, k_c + b (u_c - \bar u), \tau_d^2), \qquad \Pr(y_i = 0) = \mathrm{logit}^{-1}(h_f)
+    \delta_c \sim N(d_f + g_f\, k_c + m_f\, j_c + b (u_c - \bar u), (s_f \tau_d)^2), \qquad \Pr(y_i = 0) = \mathrm{logit}^{-1}(h_f)
 
 with ``T^new``, ``T^car`` the theory's new and carried kinks
 (:mod:`smpstats.theory_terms`), ``x_i`` the row's :data:`DISPERSION_COVARIATES`
@@ -20,7 +20,14 @@ trial, within configurations as between them; ``\tilde x`` their medians in
 the fit; ``eta ~ N(0, 1)`` per family), ``k_c = 1`` when the configuration's block
 follows another block (its input comes from a layer: correlated neighbours,
 coincident kinks; such blocks vary far less or far more from trial to
-trial), else 0, and ``u_i`` the log number of output units the row's SMP
+trial), else 0, ``j_c = 1`` when the block right before it is a conv or
+linear layer (each of its kinks reaches several neighbouring units, whose
+kinks then cancel or add from trial to trial: average pooling after a conv
+has log shapes 6 against 9-13 for average pooling elsewhere, in the
+training and in the held-out data; ``m_f ~ N(0, 2)``, ``g_mix`` in the
+posterior, for the families whose chained configurations in the fit
+include blocks after a mixing layer and blocks after others; 0 for the
+other families, whose data cannot tell ``m_f`` from ``g_f``), and ``u_i`` the log number of output units the row's SMP
 per unit averages over (``log_units`` of :func:`smpstats.transfer_data.design_frame`),
 ``u_c`` its mean over the configuration's rows in the fit and ``\bar u``
 its median over all rows of the fit. The per-unit mean of ``n`` independent
@@ -35,7 +42,13 @@ without unit counts leave the term out. The priors are centred on the
 theory: ``a ~ N(0, 0.5)`` (corrections ``e^a`` with median 1),
 ``d ~ N(4, 2)``, ``h ~ N(-4, 2)``, ``g ~ N(0, 2)``; the scales are shared by
 all families and have boundary-avoiding priors, ``tau_new, tau_car ~
-Gamma(2, 10)`` (mean 0.2), ``tau_d ~ Gamma(2, 2)``. Config effects are
+Gamma(2, 10)`` (mean 0.2), ``tau_d ~ Gamma(2, 2)``, and each family's
+configurations spread by ``r_f`` (corrections) and ``s_f`` (shapes) times
+them: fixed ratios with geometric mean 1, from the spread of the family's
+configurations in the data (:func:`relative_spreads`, empirical Bayes;
+a shared spread gave the families whose configurations agree, affine
+blocks and average pooling, 90 % intervals that held 99 % of new
+configurations' trials). Config effects are
 centred (every configuration has many rows); a family's only configuration
 takes the family mean. The covariates ``x`` vary mostly between
 configurations, so ``delta_c`` and ``eta_f`` trade off along a ridge; the
@@ -70,14 +83,15 @@ from .errors import DataFileError, InputError
 from .io import atomic_path, package_version
 from .transfer import FORMAT, TransferModel
 
-__all__ = ["BayesTransfer", "fit_bayes", "build_model", "DIAGNOSTIC_LIMITS"]
+__all__ = ["BayesTransfer", "fit_bayes", "build_model", "relative_spreads", "DIAGNOSTIC_LIMITS"]
 
 #: Thresholds of the convergence checks.
 DIAGNOSTIC_LIMITS = {"r_hat_max": 1.01, "ess_bulk_min": 400.0, "ess_tail_min": 400.0, "divergences_max": 0}
 _DESIGN_COLUMNS = ("family", "config", "theory_new", "theory_carried", "theory", "log_rel", "log_res", "chained",
                    "log_units", "y")
-#: Version of the saved model (2: unit-count term in the dispersion; 3: row covariates in the dispersion).
-_BAYES_FORMAT_VERSION = 3
+#: Version of the saved model (2: unit-count term in the dispersion; 3: row covariates in the dispersion;
+#: 4: per-family ratios of the spreads, a shape shift after a conv or linear layer).
+_BAYES_FORMAT_VERSION = 4
 #: Row covariates of the log Gamma shape (:mod:`smpstats.transfer_data`), centred on their medians in the fit.
 DISPERSION_COVARIATES = ("log_rel", "log_res")
 
@@ -95,6 +109,21 @@ _TERMS = ("new", "car")
 def _is_chained(config: str) -> bool:
     """Whether a configuration label names a block that follows another one (``"conv1d(...) -> relu"``)."""
     return " -> " in config
+
+
+#: Blocks whose every output mixes several input units: a block after one sees kinks shared by neighbours.
+_MIXING_BLOCKS = ("conv1d", "conv2d", "linear")
+
+
+def _after_mixing(config: str) -> bool:
+    """Whether the block right before the configuration's block is a conv or linear layer."""
+    parts = config.split(" -> ")
+    return len(parts) > 1 and parts[-2].split("(")[0].strip() in _MIXING_BLOCKS
+
+
+def _context(configs) -> np.ndarray:
+    """Per configuration label, (chained, after a mixing layer) as floats, shape (n, 2)."""
+    return np.array([[_is_chained(c), _after_mixing(c)] for c in configs], dtype=float).reshape(-1, 2)
 _TERM_COLUMN = {"new": "theory_new", "car": "theory_carried"}
 
 
@@ -109,9 +138,13 @@ class _Index:
 
     def __init__(self, families: list[str], configs: list[str], config_family: list[str],
                  term_configs: dict[str, list[str]], units_ref: float | None = None,
-                 config_units: list[float] | None = None, disp_ref: list[float] | None = None):
+                 config_units: list[float] | None = None, disp_ref: list[float] | None = None,
+                 spread_ratio: list[float] | None = None, shape_spread_ratio: list[float] | None = None):
         self.families, self.configs, self.config_family = families, configs, config_family
         self.disp_ref = disp_ref  # medians of the dispersion covariates in the fit
+        # per family, its configurations' spread about the theory relative to the others' (empirical Bayes)
+        self.spread_ratio = spread_ratio if spread_ratio is not None else [1.0] * len(families)
+        self.shape_spread_ratio = shape_spread_ratio if shape_spread_ratio is not None else [1.0] * len(families)
         self.term_configs = term_configs
         self.units_ref = units_ref  # median log unit count of the fit; None: no unit-count term
         self.config_units = config_units  # per config, mean log unit count of its rows in the fit
@@ -138,17 +171,24 @@ class _Index:
             mean_units = pd.Series(units, index=design.index).groupby(design["config"].to_numpy()).mean()
             cfg_units = [float(mean_units[c]) for c in configs]
         disp_ref = [float(np.median(design[c].to_numpy(float))) for c in DISPERSION_COVARIATES]
-        return cls(families, configs, pairs["family"].tolist(), term_configs, ref, cfg_units, disp_ref)
+        return cls(families, configs, pairs["family"].tolist(), term_configs, ref, cfg_units, disp_ref,
+                   *relative_spreads(design, families))
 
     def to_dict(self) -> dict[str, Any]:
         return {"families": self.families, "configs": self.configs, "config_family": self.config_family,
                 "term_configs": self.term_configs, "units_ref": self.units_ref, "config_units": self.config_units,
-                "disp_ref": self.disp_ref}
+                "disp_ref": self.disp_ref, "spread_ratio": self.spread_ratio,
+                "shape_spread_ratio": self.shape_spread_ratio}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "_Index":
         return cls(d["families"], d["configs"], d["config_family"], d["term_configs"], d["units_ref"],
-                   d["config_units"], d["disp_ref"])
+                   d["config_units"], d["disp_ref"], d["spread_ratio"], d["shape_spread_ratio"])
+
+    def term_spread_ratio(self, t: str) -> np.ndarray:
+        """:attr:`spread_ratio` of the families that have term ``t`` in the fit, shape (n_term_families,)."""
+        r = dict(zip(self.families, self.spread_ratio))
+        return np.array([r[f] for f in self.term_families[t]], dtype=float)
 
     def dispersion_covariates(self, design: pd.DataFrame) -> np.ndarray:
         """:data:`DISPERSION_COVARIATES` less their medians in the fit, shape (n_rows, n_covariates).
@@ -196,6 +236,68 @@ class _Index:
         return out
 
 
+def _centre_columns(context: np.ndarray) -> np.ndarray:
+    """``[1, chained, after mixing]`` of a family's configurations (``context``, shape (n, 2)), without the
+    columns its configurations cannot tell apart (constant, or the same as another) or that would leave no
+    residual degree of freedom."""
+    X = np.ones((len(context), 1))
+    for col in context.T:
+        Y = np.column_stack([X, col])
+        if np.linalg.matrix_rank(Y) > X.shape[1] and len(context) > Y.shape[1]:
+            X = Y
+    return X
+
+
+def relative_spreads(design: pd.DataFrame, families: list[str]) -> tuple[list[float], list[float]]:
+    """Per family, how far its configurations spread, relative to the other families: (mean, shape).
+
+    From the ratios ``r = y / theory`` of each configuration's rows with
+    ``y > 0``: its level ``log(mean(r))`` and its log Gamma shape
+    ``-log(CV(r)^2)``. A family's squared spread of either is the residual
+    variance of its configurations' values about their mean (the shape:
+    about the centre's context terms, ``chained`` and after a mixing layer,
+    where the family's configurations tell them apart), sampling error
+    included (it is small against the spreads that matter, and a family
+    whose configurations differ by no more than it keeps a spread of that
+    size), moderated towards the pool of all families
+    (:func:`smpstats.regression.moderated_spreads`).
+    Returned as ratios with geometric mean 1 over the families, two lists
+    of length ``n_families``: the model multiplies its sampled spreads
+    (``tau_new``, ``tau_car``; ``tau_d``) by them. So the families whose
+    configurations agree with the theory and with each other (average
+    pooling, batch norm: levels within 1-2 %, shapes within a factor 1.2)
+    predict a new configuration more narrowly than those that do not (tanh
+    on kinked inputs 14 % below the theory; shapes of average pooling after
+    a conv 150 times smaller). Fixing the ratios before sampling (empirical
+    Bayes) keeps one sampled spread per kind: sampled per-family spreads
+    made the sampler diverge (129 divergences with per-family ``tau_d``:
+    the configurations of batch norm vary about as much as their sampling
+    error, a funnel).
+    """
+    from .regression import moderated_spreads
+
+    out = []
+    for what in ("mean", "shape"):
+        sd, df = [], []
+        for fam in families:
+            values, context = [], []
+            for config, g in design[(design["family"] == fam) & (design["y"] > 0)].groupby("config", sort=True):
+                r = g["y"].to_numpy(float) / g["theory"].to_numpy(float)
+                if len(r) < 3:
+                    continue
+                m, v = r.mean(), r.var(ddof=1)
+                values.append(np.log(m) if what == "mean" else -np.log(max(v, 1e-300) / m**2))
+                context.append(_context([config])[0])
+            X = _centre_columns(np.asarray(context).reshape(-1, 2)) if what == "shape" else np.ones((len(values), 1))
+            dof = len(values) - X.shape[1]
+            resid = values - X @ np.linalg.lstsq(X, np.asarray(values), rcond=None)[0] if dof > 0 else np.zeros(1)
+            sd.append(np.sqrt(max(resid @ resid / max(dof, 1), 1e-12)))
+            df.append(max(dof, 0))
+        mod = moderated_spreads(np.array(sd), np.array(df))
+        out.append([float(v) for v in mod / np.exp(np.log(mod).mean())])
+    return out[0], out[1]
+
+
 def _log_units(design: pd.DataFrame) -> np.ndarray | None:
     """The design's ``log_units`` (shape (n_rows,)), or None when no row has a unit count."""
     if "log_units" not in design.columns:
@@ -222,6 +324,7 @@ def _pooled(family_of_config: np.ndarray) -> np.ndarray:
 def build_model(design: pd.DataFrame, index: "_Index"):
     """The PyMC model of the module doc for a design frame with ``y`` (all configs known)."""
     import pymc as pm
+    import pytensor.tensor as pt
 
     a = index.arrays(design)
     y = design["y"].to_numpy(float)
@@ -243,14 +346,26 @@ def build_model(design: pd.DataFrame, index: "_Index"):
                                    for c in index.term_configs[t]])
             a_t = pm.Normal(f"a_{t}", 0.0, 0.5, dims=f"family_{t}")
             tau_t = pm.Gamma(f"tau_{t}", alpha=2.0, beta=10.0)
-            log_c = _config_effects(f"log_c_{t}", a_t[fam_of_cfg], tau_t, _pooled(fam_of_cfg), f"config_{t}")
+            sd_of_cfg = tau_t * index.term_spread_ratio(t)[fam_of_cfg]
+            log_c = _config_effects(f"log_c_{t}", a_t[fam_of_cfg], sd_of_cfg, _pooled(fam_of_cfg), f"config_{t}")
             # configs without this term have it 0 in every row: any index gives a zero product
             mu = mu + pm.math.exp(log_c[np.maximum(a[f"cfg_{t}"][pos], 0)]) * a[t][pos]
-        chained = np.array([_is_chained(c) for c in index.configs], dtype=float)
+        chained, mixed = _context(index.configs).T
         tau_d = pm.Gamma("tau_d", alpha=2.0, beta=2.0)
         d = pm.Normal("d", 4.0, 2.0, dims="family")
         g = pm.Normal("g", 0.0, 2.0, dims="family")
-        centre = d[cfam] + g[cfam] * chained
+        # the shift after a mixing layer, for the families whose chained configurations have both kinds
+        # (otherwise it is the chained shift g again: a ridge that halved the bulk ESS); 0 for the others
+        mix_fams = [i for i, _ in enumerate(index.families)
+                    if _centre_columns(np.column_stack([chained, mixed])[cfam == i]).shape[1] == 3]
+        g_mix = np.zeros(len(index.families))
+        if mix_fams:
+            coords_mix = [index.families[i] for i in mix_fams]
+            model.add_coord("family_mix", coords_mix)
+            m_f = pm.Normal("m_mix", 0.0, 2.0, dims="family_mix")
+            g_mix = pm.Deterministic("g_mix", pt.set_subtensor(pt.zeros(len(index.families))[mix_fams], m_f),
+                                     dims="family")
+        centre = d[cfam] + g[cfam] * chained + g_mix[cfam] * mixed
         if index.units_ref is not None:
             # the slope enters the configs' centre (a config's rows share its unit count: on the rows it
             # would make a ridge with the config effects) and the rows whose count differs from their config's
@@ -268,7 +383,8 @@ def build_model(design: pd.DataFrame, index: "_Index"):
         x_bar = np.stack([np.bincount(cfg_pos, x[:, j], minlength=len(index.configs)) for j in range(x.shape[1])],
                          axis=1) / np.maximum(counts, 1)[:, None]
         shift = (x_bar * eta_d[cfam]).sum(axis=1)
-        level = _config_effects("log_phi_level", centre + shift, tau_d, _pooled(cfam), "config")
+        shape_sd = tau_d * np.asarray(index.shape_spread_ratio)[cfam]
+        level = _config_effects("log_phi_level", centre + shift, shape_sd, _pooled(cfam), "config")
         pm.Deterministic("log_phi_c", level - shift, dims="config")
         log_phi = level[cfg_pos] + ((x - x_bar[cfg_pos]) * eta_d[a["fam"][pos]]).sum(axis=1)
         if index.units_ref is not None:
@@ -369,7 +485,7 @@ def fit_bayes(design: pd.DataFrame, *, draws: int = 1000, tune: int = 500, chain
     model = build_model(design, index)
     idata, t_compile, t_sample, used = _sample(model, draws=draws, tune=tune, chains=chains, seed=seed,
                                                sampler=sampler, progress=progress)
-    keep = [v for v in ("a_new", "a_car", "tau_new", "tau_car", "log_c_new", "log_c_car", "d", "g",
+    keep = [v for v in ("a_new", "a_car", "tau_new", "tau_car", "log_c_new", "log_c_car", "d", "g", "g_mix",
                         "tau_d", "log_phi_c", "eta_d", "b_units", "h0") if v in idata.posterior]
     az = _quiet_arviz()
     post = idata.posterior[keep]
@@ -434,17 +550,23 @@ class BayesTransfer(TransferModel):
                                    return_inverse=True)
         # log unit count relative to the config's in the fit (seen) or to the median (unseen: population)
         units = (self.index.units(design) - self.index.seen_units(a["cfg"]))[:, None]
-        chained = np.array([_is_chained(c) for c in design["config"].astype(str)], dtype=float)[:, None]
+        context = _context(design["config"].astype(str))
 
-        def effect(t: str, fitted: str, mean: str, slope: str, cfg: np.ndarray, fam: np.ndarray):
+        def effect(t: str, fitted: str, mean: str, slopes: tuple[str, ...], cfg: np.ndarray, fam: np.ndarray):
             """log effect (n_rows, n_draws): fitted, else the family's population, else the prior."""
             z = rng.standard_normal((config_code.max() + 1, n_draws))[config_code]
-            sd = p[f"tau_{t}"][pick][None, :] if f"tau_{t}" in p else 0.2
+            f = np.maximum(fam, 0)
+            tau = p.get(f"tau_{t}")  # (n_posterior,)
+            if tau is None:
+                sd = 0.2
+            else:  # one sampled spread, times the family's ratio (1 for a family without the term in the fit)
+                ratio = self.index.term_spread_ratio(t)[f] if t in _TERMS else np.asarray(self.index.shape_spread_ratio)[f]
+                sd = tau[pick][None, :] * np.where(fam >= 0, ratio, 1.0)[:, None]
             if mean in p:
-                f = np.maximum(fam, 0)
                 centre = p[mean][pick][:, f].T
-                if slope in p:
-                    centre = centre + p[slope][pick][:, f].T * chained
+                for j, slope in enumerate(slopes):  # on the context: chained, after a mixing layer
+                    if slope in p:
+                        centre = centre + p[slope][pick][:, f].T * context[:, j : j + 1]
                 population = np.where(fam[:, None] >= 0, centre + sd * z, np.sqrt(0.5**2 + sd**2) * z)
             else:  # the fit never saw this term in any family: the prior
                 population = np.sqrt(0.5**2 + sd**2) * z
@@ -454,9 +576,9 @@ class BayesTransfer(TransferModel):
 
         mu = np.zeros((len(design), n_draws))
         for t in _TERMS:
-            log_c = effect(t, f"log_c_{t}", f"a_{t}", "", a[f"cfg_{t}"], a[f"fam_{t}"])
+            log_c = effect(t, f"log_c_{t}", f"a_{t}", (), a[f"cfg_{t}"], a[f"fam_{t}"])
             mu += np.exp(log_c) * a[t][:, None]
-        log_phi = effect("d", "log_phi_c", "d", "g", a["cfg"], a["fam"])
+        log_phi = effect("d", "log_phi_c", "d", ("g", "g_mix"), a["cfg"], a["fam"])
         eta_d = p["eta_d"][pick][:, a["fam"], :]  # (n_draws, n_rows, n_covariates)
         log_phi = log_phi + np.einsum("drk,rk->rd", eta_d, self.index.dispersion_covariates(design))
         if "b_units" in p:
@@ -502,8 +624,10 @@ class BayesTransfer(TransferModel):
         """Posterior means and 90 % intervals of the family-level corrections (e^a), dispersions and spreads.
 
         Spreads (``tau``, family "all": shared) are on the log scale of the
-        configuration effects; ``b_units`` (family "all") is the slope of the
-        log Gamma shape on the log unit count.
+        configuration effects; per family, its configurations' spread (the
+        shared one times the family's fixed ratio, :func:`relative_spreads`);
+        ``b_units`` (family "all") is the slope of the log Gamma shape on
+        the log unit count.
         """
         post = self.idata.posterior
         rows = []
@@ -528,6 +652,14 @@ class BayesTransfer(TransferModel):
             for fam in post[name][dim].values:
                 v = post[name].sel({dim: fam}).values.ravel()
                 add(str(fam), label, transform(v) if transform else v)
+        for name, ratios in (("tau_new", None), ("tau_car", None), ("tau_d", self.index.shape_spread_ratio)):
+            if name not in post:
+                continue
+            t = name[4:]
+            fams = self.index.term_families[t] if ratios is None else self.index.families
+            ratios = self.index.term_spread_ratio(t) if ratios is None else ratios
+            for fam, r in zip(fams, ratios):
+                add(fam, f"config spread {name} x ratio {r:.3g}", r * post[name].values.ravel())
         for k in DISPERSION_COVARIATES:
             for fam in post["eta_d"]["family"].values:
                 add(str(fam), f"shape slope on {k}", post["eta_d"].sel(family=fam, dispersion_covariate=k).values.ravel())

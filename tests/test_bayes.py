@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smpstats.bayes import BayesTransfer, _design_dataset, _Index
+from smpstats.bayes import BayesTransfer, _design_dataset, _Index, relative_spreads
 from smpstats.checks import check
 from smpstats.errors import DataFileError, InputError
 from smpstats.transfer import fit, load_model
@@ -32,7 +32,7 @@ def _table(n, seed, configs=(("relu", "relu", None), ("maxpool1d", "maxpool1d(ke
 
 
 def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, draws=100, tau=0.3, b_units=None,
-           eta=(0.0, 0.0)):
+           eta=(0.0, 0.0), g_mix=0.0):
     """A BayesTransfer whose posterior sits tightly (sd 0.005) at known values (configs in index order).
 
     ``eta``: slopes of the log Gamma shape on (log_rel, log_res), the same for every family.
@@ -50,12 +50,12 @@ def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, dra
     post = {"a_new": const(0.0, (nf,)), "a_car": const(0.0, (nf,)), "tau_new": const(tau), "tau_car": const(tau),
             "log_c_new": log_c_new, "log_c_car": const(0.0, (nc,)), "d": const(np.log(shape), (nf,)),
             "tau_d": const(0.01), "log_phi_c": np.log(shape) + 10 * jitter[1], "h0": const(-30.0, (nf,)),
-            "g": const(0.0, (nf,)), "eta_d": const(eta, (nf, 2))}
+            "g": const(0.0, (nf,)), "g_mix": const(g_mix, (nf,)), "eta_d": const(eta, (nf, 2))}
     if b_units is not None:
         post["b_units"] = const(b_units)
     assert index.term_configs["new"] == index.term_configs["car"] == index.configs
     dims = {"a_new": ["family_new"], "a_car": ["family_car"], "d": ["family"], "h0": ["family"],
-            "g": ["family"], "eta_d": ["family", "dispersion_covariate"],
+            "g": ["family"], "g_mix": ["family"], "eta_d": ["family", "dispersion_covariate"],
             "log_c_new": ["config_new"], "log_c_car": ["config_car"], "log_phi_c": ["config"]}
     rng = np.random.default_rng(0)
     stats = {"diverging": np.zeros((chains, draws), bool), "lp": rng.normal(size=(chains, draws))}
@@ -106,6 +106,48 @@ def test_unseen_configurations_draw_from_the_population():
     # one shared effect per unseen configuration and draw: rows move together
     r = np.corrcoef(np.log(pred.draws[0]), np.log(pred.draws[1]))[0, 1]
     assert r > 0.9
+    # a family whose configurations spread twice as far (its fixed ratio) draws new ones twice as far
+    index = model.index
+    index.spread_ratio = [2.0 if f == "maxpool" else 0.5 for f in index.families]
+    cv2 = model.predict(new, n_draws=4000, seed=0).std() / pred.mean()
+    assert np.median(cv2) == pytest.approx(np.sqrt(np.exp(0.36) - 1), rel=0.15)
+
+
+def test_a_new_configuration_after_a_conv_or_linear_layer_takes_the_shape_shift():
+    """log shape + g_mix for a block right after a conv or linear layer (not after a ReLU, not further back)."""
+    df = _table(100, 1)
+    model = _model(design_frame(df.assign(smp_out=1.0)), tau=1e-4, g_mix=-2.0)
+    cvs = {}
+    for prefix in ("", "conv1d(out_channels=4, kernel_size=3) -> ", "relu -> ",
+                   "linear(out_features=8) -> relu -> "):
+        new = _table(100, 2, configs=(("maxpool1d", prefix + "maxpool1d(kernel_size=3)", 3),))
+        cvs[prefix] = np.median(model.predict(new, n_draws=2000, seed=0).std() / model.predict(new, n_draws=2000,
+                                                                                                seed=0).mean())
+    plain = cvs[""]
+    assert plain == pytest.approx(1 / np.sqrt(400), rel=0.1)
+    assert cvs["conv1d(out_channels=4, kernel_size=3) -> "] == pytest.approx(plain * np.e, rel=0.1)
+    assert cvs["relu -> "] == pytest.approx(plain, rel=0.1)
+    assert cvs["linear(out_features=8) -> relu -> "] == pytest.approx(plain, rel=0.1)
+
+
+def test_relative_spreads_follow_how_far_each_family_s_configurations_differ():
+    """Four families of 8 configurations: the mean ratio follows the levels' spread, the shape ratio the CVs'."""
+    rng = np.random.default_rng(4)
+    level_sd = {"a": 0.2, "b": 0.01, "c": 0.05, "d": 0.05}
+    shape_sd = {"a": 0.05, "b": 1.5, "c": 0.5, "d": 0.5}
+    parts = []
+    for fam in level_sd:
+        for k in range(8):
+            theory = rng.uniform(5, 50, 150)
+            shape = np.exp(5 + shape_sd[fam] * rng.standard_normal())
+            level = np.exp(level_sd[fam] * rng.standard_normal())
+            parts.append(pd.DataFrame({"family": fam, "config": f"{fam}{k}", "theory": theory,
+                                       "y": rng.gamma(shape, level * theory / shape)}))
+    design = pd.concat(parts, ignore_index=True)
+    mean_ratio, shape_ratio = (dict(zip("abcd", r)) for r in relative_spreads(design, list("abcd")))
+    assert np.exp(np.mean(np.log(list(mean_ratio.values())))) == pytest.approx(1.0)
+    assert mean_ratio["a"] > 3 * mean_ratio["c"] > 3 * mean_ratio["b"]
+    assert shape_ratio["b"] > 2 * shape_ratio["c"] > 2 * shape_ratio["a"]
 
 
 def test_the_gamma_shape_follows_the_row_covariates():
