@@ -195,38 +195,26 @@ def _random_fan_in(prev_cols: dict[str, Any] | None) -> float:
     return float(prev_cols["fan_in"])
 
 
-def _batchnorm_affine_of(spec: str) -> bool | None:
-    """Whether a block spec is a batch norm with affine parameters (True / False); None for other blocks."""
-    from .blocks import parse_spec
-    from .theory_terms import _batchnorm_affine
-
-    affine = _batchnorm_affine(parse_spec(spec)[-1]) if spec.strip() else None
-    return None if affine is None else bool(affine)
-
-
-def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: dict[str, Any], per_unit: np.ndarray) -> np.ndarray:
+def _move_kinks(kinks: KinkState, cols: dict[str, Any], rows: dict[str, Any], terms: dict[str, np.ndarray]
+                ) -> np.ndarray:
     """Move the kinks through the stage's block; return its carried SMP per unit, shape (n_draws,).
 
-    ``per_unit`` is the theory's carried SMP by per-unit rules (``E||w||_1
-    S_in`` for an affine map); the kink state knows how much of it cancels
-    because one kink reaches a unit through many paths.
+    ``terms`` are the stage's theory terms (:func:`smpstats.theory_terms.theory_term_arrays`): its
+    ``theory_carried`` is the carried SMP by per-unit rules (``E||w||_1 S_in`` for an affine map), of
+    which the kink state knows how much cancels because one kink reaches a unit through many paths.
     """
     from . import theory
-    from .theory_terms import maxpool_after_rectifier_channels
 
+    per_unit = terms["theory_carried"]
     smp_in = np.asarray(rows["smp_in"], dtype=float)
     factor = np.divide(per_unit, smp_in, out=np.zeros_like(smp_in), where=smp_in > 0)
     if cols["block"] in ("maxpool1d", "maxpool2d") and str(rows["prev_block_spec"]).strip() == "relu":
         # max(relu(x)) = relu(max(x)): the ReLU's own kinks and the older ones pass in different shares
         # (where the ReLU's output varies at all: a dead layer is 0 throughout)
         live = (np.asarray(rows["mu_in"]) > 0) & (np.asarray(rows["sigma_pool_in"]) > 0)
-        rect_in = [np.asarray(rows[f"prev_{c}"], dtype=float) for c in ("mu_in", "sigma_pool_in", "sigma_chan_in",
-                                                                         "sigma_dot_in")]
-        if np.all(np.isfinite(rect_in)) and np.all(rect_in[2] > 0):  # channel by channel, from the ReLU's input
-            _, pass_new, pass_old, _ = maxpool_after_rectifier_channels(
-                float(cols["window"]), *rect_in, rows["path_length"], 0.0,
-                _batchnorm_affine_of(rows["prev_prev_block_spec"]))
-        else:
+        # channel by channel from the ReLU's input, as the theory computed them (NaN in dead rows)
+        pass_new, pass_old = terms["pass_new"], terms["pass_old"]
+        if not np.all(np.isfinite(pass_new[live])):  # no channel statistics: the pooled rule
             pre = theory.relu_preactivation(np.where(live, rows["mu_in"], 1.0),
                                             np.where(live, rows["sigma_pool_in"], 1.0), rows["sigma_dot_in"])
             _, pass_new, pass_old = theory.maxpool_after_relu_terms(float(cols["window"]), *pre, rows["path_length"])
@@ -392,7 +380,7 @@ def predict_chain(
         if propagate:
             per_unit = terms["theory_carried"]
             if transported is None:
-                carried = _move_kinks(kinks, cols, rows, per_unit)
+                carried = _move_kinks(kinks, cols, rows, terms)
             else:  # given weights: kinks by birth unit, carried by the module's Jacobians
                 new = transported.new[k - 1]
                 before = transported.total[k - 2] if k > 1 else state["smp"]

@@ -559,14 +559,18 @@ def theory_terms(samples: pd.DataFrame) -> pd.DataFrame:
             if prev is not None:
                 samples = samples.assign(**{f"prev_{column}": prev})
     terms = theory_term_arrays(samples, len(samples), labels=samples.index)
-    return pd.DataFrame(terms, index=samples.index)
+    return pd.DataFrame({c: terms[c] for c in ("family", "theory_new", "theory_carried", "theory")},
+                        index=samples.index)
 
 
 def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     """:func:`theory_terms` on a mapping of columns (arrays of length ``n`` or scalars), without pandas tables.
 
     Returns a dict with ``family``, ``theory_new``, ``theory_carried`` and
-    ``theory``; ``labels`` name the rows in error messages (default: positions).
+    ``theory``, and ``pass_new``, ``pass_old``: the shares of the ReLU's own
+    and of older kinks that a max pool after a rectifier passes, channel by
+    channel (:func:`maxpool_after_rectifier_channels`; NaN in other rows);
+    ``labels`` name the rows in error messages (default: positions).
     """
     table = _Rows(columns, n, labels)
     missing = [c for c in REQUIRED_COLUMNS if not table.has(c)]
@@ -590,6 +594,7 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
         )
     new = np.zeros(n)
     carried = np.full(n, math.nan)
+    pass_shares = np.full((2, n), math.nan)
     # Constant inputs (sigma 0) have no crossings: use a tiny sigma so the formulas stay finite.
     sig = np.maximum(sigma, 1e-12 * np.maximum(1.0, np.abs(mu)))
     sdot = np.maximum(sigma_dot, 0.0)
@@ -635,6 +640,7 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
             k[r], *(c[r] for c in rect_in), length[r], before, None if bn < 0 else bool(bn))
         own = np.minimum(own, smp_in[r])
         new[r], carried[r] = switch, pass_new * own + pass_old * (smp_in[r] - own)
+        pass_shares[:, r] = pass_new, pass_old
 
     m = is_block("linear", "conv1d", "conv2d")
     if m.any():
@@ -688,5 +694,6 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
         new[m] *= theory.random_affine_kink_factor(np.rint(fan_in[m]).astype(int), static[m])
     if np.isnan(carried).any():
         raise InputError(f"theory_terms: missing block parameters for rows of {sorted(set(blocks[np.isnan(carried)]))}.")
-    return {"family": families, "theory_new": new, "theory_carried": carried, "theory": new + carried}
+    return {"family": families, "theory_new": new, "theory_carried": carried, "theory": new + carried,
+            "pass_new": pass_shares[0], "pass_old": pass_shares[1]}
 
