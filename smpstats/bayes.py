@@ -27,8 +27,8 @@ has log shapes 6 against 9-13 for average pooling elsewhere, in the
 training and in the held-out data; ``m_f ~ N(0, 2)``, ``g_mix`` in the
 posterior, for the families whose chained configurations in the fit
 include blocks after a mixing layer and blocks after others; 0 for the
-other families, whose data cannot tell ``m_f`` from ``g_f``), and ``u_i`` the log number of output units the row's SMP
-per unit averages over (``log_units`` of :func:`smpstats.transfer_data.design_frame`),
+other families, whose data cannot tell ``m_f`` from ``g_f``), and ``u_i``
+the log number of output units the row's SMP per unit averages over (``log_units`` of :func:`smpstats.transfer_data.design_frame`),
 ``u_c`` its mean over the configuration's rows in the fit and ``\bar u``
 its median over all rows of the fit. The per-unit mean of ``n`` independent
 units has ``1/n`` the variance of one unit's, so ``b = 1`` for independent
@@ -124,6 +124,8 @@ def _after_mixing(config: str) -> bool:
 def _context(configs) -> np.ndarray:
     """Per configuration label, (chained, after a mixing layer) as floats, shape (n, 2)."""
     return np.array([[_is_chained(c), _after_mixing(c)] for c in configs], dtype=float).reshape(-1, 2)
+
+
 _TERM_COLUMN = {"new": "theory_new", "car": "theory_carried"}
 
 
@@ -560,7 +562,8 @@ class BayesTransfer(TransferModel):
             if tau is None:
                 sd = 0.2
             else:  # one sampled spread, times the family's ratio (1 for a family without the term in the fit)
-                ratio = self.index.term_spread_ratio(t)[f] if t in _TERMS else np.asarray(self.index.shape_spread_ratio)[f]
+                ratios = self.index.term_spread_ratio(t) if t in _TERMS else np.asarray(self.index.shape_spread_ratio)
+                ratio = ratios[f]
                 sd = tau[pick][None, :] * np.where(fam >= 0, ratio, 1.0)[:, None]
             if mean in p:
                 centre = p[mean][pick][:, f].T
