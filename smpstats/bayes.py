@@ -28,7 +28,8 @@ training and in the held-out data; ``m_f ~ N(0, 2)``, ``g_mix`` in the
 posterior, for the families whose chained configurations in the fit
 include blocks after a mixing layer and blocks after others; 0 for the
 other families, whose data cannot tell ``m_f`` from ``g_f``), and ``u_i``
-the log number of output units the row's SMP per unit averages over (``log_units`` of :func:`smpstats.transfer_data.design_frame`),
+the log number of output units the row's SMP per unit averages over
+(``log_units`` of :func:`smpstats.transfer_data.design_frame`),
 ``u_c`` its mean over the configuration's rows in the fit and ``\bar u``
 its median over all rows of the fit. The per-unit mean of ``n`` independent
 units has ``1/n`` the variance of one unit's, so ``b = 1`` for independent
@@ -70,6 +71,7 @@ the model description in its attributes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import warnings
@@ -104,6 +106,8 @@ def _quiet_arviz():
 
 
 _TERMS = ("new", "car")
+#: The spreads between configurations: of the two corrections and of the Gamma shapes.
+_SPREADS = ("new", "car", "d")
 
 
 def _is_chained(config: str) -> bool:
@@ -141,12 +145,12 @@ class _Index:
     def __init__(self, families: list[str], configs: list[str], config_family: list[str],
                  term_configs: dict[str, list[str]], units_ref: float | None = None,
                  config_units: list[float] | None = None, disp_ref: list[float] | None = None,
-                 spread_ratio: list[float] | None = None, shape_spread_ratio: list[float] | None = None):
+                 spread_ratio: dict[str, list[float]] | None = None):
         self.families, self.configs, self.config_family = families, configs, config_family
         self.disp_ref = disp_ref  # medians of the dispersion covariates in the fit
-        # per family, its configurations' spread about the theory relative to the others' (empirical Bayes)
-        self.spread_ratio = spread_ratio if spread_ratio is not None else [1.0] * len(families)
-        self.shape_spread_ratio = shape_spread_ratio if shape_spread_ratio is not None else [1.0] * len(families)
+        # per spread ("new", "car", "d") and family, how far its configurations spread relative to the other
+        # families' (empirical Bayes, :func:`relative_spreads`)
+        self.spread_ratio = spread_ratio if spread_ratio is not None else {k: [1.0] * len(families) for k in _SPREADS}
         self.term_configs = term_configs
         self.units_ref = units_ref  # median log unit count of the fit; None: no unit-count term
         self.config_units = config_units  # per config, mean log unit count of its rows in the fit
@@ -174,23 +178,23 @@ class _Index:
             cfg_units = [float(mean_units[c]) for c in configs]
         disp_ref = [float(np.median(design[c].to_numpy(float))) for c in DISPERSION_COVARIATES]
         return cls(families, configs, pairs["family"].tolist(), term_configs, ref, cfg_units, disp_ref,
-                   *relative_spreads(design, families))
+                   relative_spreads(design, families))
 
     def to_dict(self) -> dict[str, Any]:
         return {"families": self.families, "configs": self.configs, "config_family": self.config_family,
                 "term_configs": self.term_configs, "units_ref": self.units_ref, "config_units": self.config_units,
-                "disp_ref": self.disp_ref, "spread_ratio": self.spread_ratio,
-                "shape_spread_ratio": self.shape_spread_ratio}
+                "disp_ref": self.disp_ref, "spread_ratio": self.spread_ratio}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "_Index":
         return cls(d["families"], d["configs"], d["config_family"], d["term_configs"], d["units_ref"],
-                   d["config_units"], d["disp_ref"], d["spread_ratio"], d["shape_spread_ratio"])
+                   d["config_units"], d["disp_ref"], d["spread_ratio"])
 
     def term_spread_ratio(self, t: str) -> np.ndarray:
-        """:attr:`spread_ratio` of the families that have term ``t`` in the fit, shape (n_term_families,)."""
-        r = dict(zip(self.families, self.spread_ratio))
-        return np.array([r[f] for f in self.term_families[t]], dtype=float)
+        """:attr:`spread_ratio` of spread ``t``: for "new", "car" of the families that have the term in the fit
+        (shape (n_term_families,)), for "d" (the Gamma shapes) of all families (shape (n_families,))."""
+        r = dict(zip(self.families, self.spread_ratio[t]))
+        return np.array([r[f] for f in (self.term_families[t] if t in _TERMS else self.families)], dtype=float)
 
     def dispersion_covariates(self, design: pd.DataFrame) -> np.ndarray:
         """:data:`DISPERSION_COVARIATES` less their medians in the fit, shape (n_rows, n_covariates).
@@ -250,54 +254,79 @@ def _centre_columns(context: np.ndarray) -> np.ndarray:
     return X
 
 
-def relative_spreads(design: pd.DataFrame, families: list[str]) -> tuple[list[float], list[float]]:
-    """Per family, how far its configurations spread, relative to the other families: (mean, shape).
+def _config_corrections(g: pd.DataFrame) -> tuple[float, float]:
+    """Log corrections ``(new, car)`` of one configuration's rows (NaN for a term it lacks).
 
-    From the ratios ``r = y / theory`` of each configuration's rows with
-    ``y > 0``: its level ``log(mean(r))`` and its log Gamma shape
-    ``-log(CV(r)^2)``. A family's squared spread of either is the residual
-    variance of its configurations' values about their mean (the shape:
-    about the centre's context terms, ``chained`` and after a mixing layer,
-    where the family's configurations tell them apart), sampling error
-    included (it is small against the spreads that matter, and a family
-    whose configurations differ by no more than it keeps a spread of that
-    size), moderated towards the pool of all families
-    (:func:`smpstats.regression.moderated_spreads`).
-    Returned as ratios with geometric mean 1 over the families, two lists
-    of length ``n_families``: the model multiplies its sampled spreads
-    (``tau_new``, ``tau_car``; ``tau_d``) by them. So the families whose
-    configurations agree with the theory and with each other (average
-    pooling, batch norm: levels within 1-2 %, shapes within a factor 1.2)
-    predict a new configuration more narrowly than those that do not (tanh
-    on kinked inputs 14 % below the theory; shapes of average pooling after
-    a conv 150 times smaller). Fixing the ratios before sampling (empirical
-    Bayes) keeps one sampled spread per kind: sampled per-family spreads
-    made the sampler diverge (129 divergences with per-family ``tau_d``:
-    the configurations of batch norm vary about as much as their sampling
-    error, a funnel).
+    The new kinks' is the configuration's level ``log(mean(y / theory))``;
+    the carried kinks' is fitted by least squares, ``y ~ e^new T_new + e^car
+    T_car`` with residuals relative to the theory, where both terms are
+    present (the level where only the carried kinks are).
+    """
+    from scipy.optimize import least_squares
+
+    tn, tc, y = (g[c].to_numpy(float) for c in ("theory_new", "theory_carried", "y"))
+    level = float(np.log(np.mean(y / (tn + tc))))
+    if tn.sum() > 0 and tc.sum() > 0:
+        fit = least_squares(lambda p: (y - np.exp(p[0]) * tn - np.exp(p[1]) * tc) / (tn + tc), [0.0, 0.0])
+        return level, float(fit.x[1])
+    return (level, math.nan) if tn.sum() > 0 else (math.nan, level)
+
+
+def relative_spreads(design: pd.DataFrame, families: list[str]) -> dict[str, list[float]]:
+    """Per family, how far its configurations spread, relative to the other families.
+
+    From each configuration's rows with ``y > 0`` (at least 3): its log
+    corrections of the new and of the carried kinks (least squares,
+    ``y ~ e^new T_new + e^car T_car``; one term: ``log(mean(y / theory))``)
+    and its log Gamma shape ``-log(CV(y / theory)^2)``. A family's squared
+    spread of each is the residual variance of its configurations' values
+    about their mean (the shape: about the centre's context terms,
+    ``chained`` and after a mixing layer, where the family's configurations
+    tell them apart), sampling error included (it is small against the
+    spreads that matter, and a family whose configurations differ by no
+    more than it keeps a spread of that size), moderated towards the pool
+    of all families (:func:`smpstats.regression.moderated_spreads`; a
+    family with fewer than two configurations with the term takes the
+    pool's). Returned as ratios with geometric mean 1 over the families,
+    ``{"new": [...], "car": [...], "d": [...]}`` (lists of length
+    ``n_families``): the model multiplies its sampled spreads ``tau_new``,
+    ``tau_car``, ``tau_d`` by them. So the families whose configurations
+    agree with the theory and with each other (average pooling, batch
+    norm: carried-kink corrections within 1-2 %, shapes within a factor
+    1.2) predict a new configuration more narrowly than those that do not
+    (ReLU: carried-kink corrections -15 to +20 %; shapes of average pooling
+    after a conv 150 times smaller than elsewhere). Fixing the ratios
+    before sampling (empirical Bayes) keeps one sampled spread per kind:
+    sampled per-family spreads made the sampler diverge (129 divergences
+    with per-family ``tau_d``: the configurations of batch norm vary about
+    as much as their sampling error, a funnel).
     """
     from .regression import moderated_spreads
 
-    out = []
-    for what in ("mean", "shape"):
+    values = {t: {f: [] for f in families} for t in _SPREADS}
+    context = {f: [] for f in families}
+    for (fam, config), g in design[design["y"] > 0].groupby(["family", "config"], sort=True):
+        if fam not in context or len(g) < 3:
+            continue
+        r = g["y"].to_numpy(float) / g["theory"].to_numpy(float)
+        log_shape = -np.log(max(r.var(ddof=1), 1e-300) / r.mean() ** 2)
+        for t, v in zip(_SPREADS, (*_config_corrections(g), log_shape)):
+            values[t][fam].append(v)
+        context[fam].append(_context([config])[0])
+    out = {}
+    for t in _SPREADS:
         sd, df = [], []
         for fam in families:
-            values, context = [], []
-            for config, g in design[(design["family"] == fam) & (design["y"] > 0)].groupby("config", sort=True):
-                r = g["y"].to_numpy(float) / g["theory"].to_numpy(float)
-                if len(r) < 3:
-                    continue
-                m, v = r.mean(), r.var(ddof=1)
-                values.append(np.log(m) if what == "mean" else -np.log(max(v, 1e-300) / m**2))
-                context.append(_context([config])[0])
-            X = _centre_columns(np.asarray(context).reshape(-1, 2)) if what == "shape" else np.ones((len(values), 1))
-            dof = len(values) - X.shape[1]
-            resid = values - X @ np.linalg.lstsq(X, np.asarray(values), rcond=None)[0] if dof > 0 else np.zeros(1)
+            v = np.asarray(values[t][fam])
+            keep = np.isfinite(v)
+            X = _centre_columns(np.asarray(context[fam]).reshape(-1, 2)[keep]) if t == "d" else np.ones((keep.sum(), 1))
+            dof = int(keep.sum()) - X.shape[1]
+            resid = v[keep] - X @ np.linalg.lstsq(X, v[keep], rcond=None)[0] if dof > 0 else np.zeros(1)
             sd.append(np.sqrt(max(resid @ resid / max(dof, 1), 1e-12)))
             df.append(max(dof, 0))
         mod = moderated_spreads(np.array(sd), np.array(df))
-        out.append([float(v) for v in mod / np.exp(np.log(mod).mean())])
-    return out[0], out[1]
+        out[t] = [float(x) for x in mod / np.exp(np.log(mod).mean())]
+    return out
 
 
 def _log_units(design: pd.DataFrame) -> np.ndarray | None:
@@ -385,7 +414,7 @@ def build_model(design: pd.DataFrame, index: "_Index"):
         x_bar = np.stack([np.bincount(cfg_pos, x[:, j], minlength=len(index.configs)) for j in range(x.shape[1])],
                          axis=1) / np.maximum(counts, 1)[:, None]
         shift = (x_bar * eta_d[cfam]).sum(axis=1)
-        shape_sd = tau_d * np.asarray(index.shape_spread_ratio)[cfam]
+        shape_sd = tau_d * index.term_spread_ratio("d")[cfam]
         level = _config_effects("log_phi_level", centre + shift, shape_sd, _pooled(cfam), "config")
         pm.Deterministic("log_phi_c", level - shift, dims="config")
         log_phi = level[cfg_pos] + ((x - x_bar[cfg_pos]) * eta_d[a["fam"][pos]]).sum(axis=1)
@@ -562,8 +591,7 @@ class BayesTransfer(TransferModel):
             if tau is None:
                 sd = 0.2
             else:  # one sampled spread, times the family's ratio (1 for a family without the term in the fit)
-                ratios = self.index.term_spread_ratio(t) if t in _TERMS else np.asarray(self.index.shape_spread_ratio)
-                ratio = ratios[f]
+                ratio = self.index.term_spread_ratio(t)[f]
                 sd = tau[pick][None, :] * np.where(fam >= 0, ratio, 1.0)[:, None]
             if mean in p:
                 centre = p[mean][pick][:, f].T
@@ -655,13 +683,12 @@ class BayesTransfer(TransferModel):
             for fam in post[name][dim].values:
                 v = post[name].sel({dim: fam}).values.ravel()
                 add(str(fam), label, transform(v) if transform else v)
-        for name, ratios in (("tau_new", None), ("tau_car", None), ("tau_d", self.index.shape_spread_ratio)):
+        for t in _SPREADS:
+            name = f"tau_{t}"
             if name not in post:
                 continue
-            t = name[4:]
-            fams = self.index.term_families[t] if ratios is None else self.index.families
-            ratios = self.index.term_spread_ratio(t) if ratios is None else ratios
-            for fam, r in zip(fams, ratios):
+            fams = self.index.term_families[t] if t in _TERMS else self.index.families
+            for fam, r in zip(fams, self.index.term_spread_ratio(t)):
                 add(fam, f"config spread {name} x ratio {r:.3g}", r * post[name].values.ravel())
         for k in DISPERSION_COVARIATES:
             for fam in post["eta_d"]["family"].values:

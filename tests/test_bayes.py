@@ -108,7 +108,7 @@ def test_unseen_configurations_draw_from_the_population():
     assert r > 0.9
     # a family whose configurations spread twice as far (its fixed ratio) draws new ones twice as far
     index = model.index
-    index.spread_ratio = [2.0 if f == "maxpool" else 0.5 for f in index.families]
+    index.spread_ratio["new"] = [2.0 if f == "maxpool" else 0.5 for f in index.families]
     cv2 = model.predict(new, n_draws=4000, seed=0).std() / pred.mean()
     assert np.median(cv2) == pytest.approx(np.sqrt(np.exp(0.36) - 1), rel=0.15)
 
@@ -142,9 +142,11 @@ def test_relative_spreads_follow_how_far_each_family_s_configurations_differ():
             shape = np.exp(5 + shape_sd[fam] * rng.standard_normal())
             level = np.exp(level_sd[fam] * rng.standard_normal())
             parts.append(pd.DataFrame({"family": fam, "config": f"{fam}{k}", "theory": theory,
+                                       "theory_new": 0.0, "theory_carried": theory,
                                        "y": rng.gamma(shape, level * theory / shape)}))
     design = pd.concat(parts, ignore_index=True)
-    mean_ratio, shape_ratio = (dict(zip("abcd", r)) for r in relative_spreads(design, list("abcd")))
+    ratios = relative_spreads(design, list("abcd"))
+    mean_ratio, shape_ratio = (dict(zip("abcd", ratios[t])) for t in ("car", "d"))
     assert np.exp(np.mean(np.log(list(mean_ratio.values())))) == pytest.approx(1.0)
     assert mean_ratio["a"] > 3 * mean_ratio["c"] > 3 * mean_ratio["b"]
     assert shape_ratio["b"] > 2 * shape_ratio["c"] > 2 * shape_ratio["a"]
