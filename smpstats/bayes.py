@@ -254,6 +254,10 @@ def _centre_columns(context: np.ndarray) -> np.ndarray:
     return X
 
 
+#: Families (with at least two configurations each) that :func:`relative_spreads` needs to give them ratios.
+_MIN_SPREAD_FAMILIES = 3
+
+
 def _config_corrections(g: pd.DataFrame) -> tuple[float, float]:
     """Log corrections ``(new, car)`` of one configuration's rows (NaN for a term it lacks).
 
@@ -287,7 +291,11 @@ def relative_spreads(design: pd.DataFrame, families: list[str]) -> dict[str, lis
     more than it keeps a spread of that size), moderated towards the pool
     of all families (:func:`smpstats.regression.moderated_spreads`; a
     family with fewer than two configurations with the term takes the
-    pool's). Returned as ratios with geometric mean 1 over the families,
+    pool's; with fewer than three such families every ratio is 1: a
+    spread from one or two families' configurations cannot be moderated,
+    and unmoderated ratios of 30 between two families made the sampler
+    crawl and fail simulation-based calibration). Returned as ratios with
+    geometric mean 1 over the families,
     ``{"new": [...], "car": [...], "d": [...]}`` (lists of length
     ``n_families``): the model multiplies its sampled spreads ``tau_new``,
     ``tau_car``, ``tau_d`` by them. So the families whose configurations
@@ -324,6 +332,9 @@ def relative_spreads(design: pd.DataFrame, families: list[str]) -> dict[str, lis
             resid = v[keep] - X @ np.linalg.lstsq(X, v[keep], rcond=None)[0] if dof > 0 else np.zeros(1)
             sd.append(np.sqrt(max(resid @ resid / max(dof, 1), 1e-12)))
             df.append(max(dof, 0))
+        if np.count_nonzero(df) < _MIN_SPREAD_FAMILIES:  # too few families to moderate: one shared spread
+            out[t] = [1.0] * len(families)
+            continue
         mod = moderated_spreads(np.array(sd), np.array(df))
         out[t] = [float(x) for x in mod / np.exp(np.log(mod).mean())]
     return out

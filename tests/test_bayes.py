@@ -150,6 +150,10 @@ def test_relative_spreads_follow_how_far_each_family_s_configurations_differ():
     assert np.exp(np.mean(np.log(list(mean_ratio.values())))) == pytest.approx(1.0)
     assert mean_ratio["a"] > 3 * mean_ratio["c"] > 3 * mean_ratio["b"]
     assert shape_ratio["b"] > 2 * shape_ratio["c"] > 2 * shape_ratio["a"]
+    # two families cannot be moderated towards a pool: one shared spread; so do terms that two families have
+    for t, r in relative_spreads(design[design["family"].isin(["a", "b"])], ["a", "b"]).items():
+        assert r == [1.0, 1.0], t
+    assert relative_spreads(design, list("abcd"))["new"] == [1.0] * 4  # no family makes new kinks
 
 
 def test_the_gamma_shape_follows_the_row_covariates():
