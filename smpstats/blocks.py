@@ -30,8 +30,9 @@ elementwise blocks take any shape; ``batchnorm`` normalises the first axis.
 
 Modules built here give the same result for a sample whatever the batch it
 is evaluated in (bit for bit): linear layers multiply each input row on
-its own and conv layers each sample's unfolded patches, and the smooth activations as compositions of elementwise torch functions that have
-no separate scalar code path. :func:`smpstats.simulation.simulate` relies on
+its own and conv layers each sample's unfolded patches, and the smooth
+activations are compositions of elementwise torch functions that have no
+separate scalar code path. :func:`smpstats.simulation.simulate` relies on
 this for results that do not depend on ``chunk_size``.
 """
 
@@ -353,11 +354,11 @@ class _Conv(nn.Module):
 
 
 class _Conv1d(_Conv, nn.Conv1d):
-    forward = _Conv.forward
+    """nn.Conv1d with the batch-invariant forward of :class:`_Conv` (first in the MRO)."""
 
 
 class _Conv2d(_Conv, nn.Conv2d):
-    forward = _Conv.forward
+    """nn.Conv2d with the batch-invariant forward of :class:`_Conv` (first in the MRO)."""
 
 
 class _GELU(nn.GELU):

@@ -628,14 +628,14 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
     # after a rectifier (a ReLU's outputs have a positive mean where the layer is alive)
     after_rect = np.isfinite(rect_slope) & ((rect_slope > 0) | (mu > 0)) & (sigma > 0)
     m = is_block("maxpool1d", "maxpool2d") & after_rect
-    for (before,), r in _groups(m, rect_slope):
-        new[r], carried[r] = _maxpool_after_relu(k[r], mu[r], sig[r], sdot[r], length[r], smp_in[r], before)
-    # ... channel by channel, from the rectifier's input where the table has it (and its batch norm's channels
-    # where the rectifier follows one with drawn statistics)
-    bn_two_back = _per_previous(_previous(table, "prev_prev_block_spec"), _batchnorm_affine)
+    # channel by channel, from the rectifier's input where the table has it (and its batch norm's channels
+    # where the rectifier follows one with drawn statistics); from the pooled moments elsewhere
     rect_in = [table.num(f"prev_{c}") for c in ("mu_in", "sigma_pool_in", "sigma_chan_in", "sigma_dot_in")]
-    m &= np.all([np.isfinite(c) for c in rect_in], axis=0) & (rect_in[2] > 0)
-    for (before, bn), r in _groups(m, rect_slope, np.nan_to_num(bn_two_back, nan=-1.0)):
+    by_channel = m & np.all([np.isfinite(c) for c in rect_in], axis=0) & (rect_in[2] > 0)
+    for (before,), r in _groups(m & ~by_channel, rect_slope):
+        new[r], carried[r] = _maxpool_after_relu(k[r], mu[r], sig[r], sdot[r], length[r], smp_in[r], before)
+    bn_two_back = _per_previous(_previous(table, "prev_prev_block_spec"), _batchnorm_affine)
+    for (before, bn), r in _groups(by_channel, rect_slope, np.nan_to_num(bn_two_back, nan=-1.0)):
         switch, pass_new, pass_old, own = maxpool_after_rectifier_channels(
             k[r], *(c[r] for c in rect_in), length[r], before, None if bn < 0 else bool(bn))
         own = np.minimum(own, smp_in[r])
