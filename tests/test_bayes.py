@@ -156,6 +156,27 @@ def test_relative_spreads_follow_how_far_each_family_s_configurations_differ():
     assert relative_spreads(design, list("abcd"))["new"] == [1.0] * 4  # no family makes new kinks
 
 
+def test_carried_kink_spread_ratios_come_from_each_configuration_s_own_carried_correction():
+    """New and carried kinks in every row; only the carried-kink corrections spread, by family: least squares
+    separates them, where the levels dilute the spread by the carried share (family a: 10 % carried)."""
+    rng = np.random.default_rng(5)
+    car_sd = {"a": 0.3, "b": 0.01, "c": 0.1, "d": 0.05}
+    parts = []
+    for fam in car_sd:
+        for k in range(8):
+            tn = rng.uniform(5, 50, 150)
+            tc = tn * rng.uniform(0.08, 0.14, 150) if fam == "a" else rng.uniform(5, 50, 150)
+            mu = tn + np.exp(car_sd[fam] * rng.standard_normal()) * tc
+            parts.append(pd.DataFrame({"family": fam, "config": f"{fam}{k}", "theory_new": tn, "theory_carried": tc,
+                                       "theory": tn + tc, "y": rng.gamma(2000.0, mu / 2000.0)}))
+    ratios = relative_spreads(pd.concat(parts, ignore_index=True), list("abcd"))
+    car = dict(zip("abcd", ratios["car"]))
+    assert car["a"] > 2 * car["c"] > 4 * car["b"]
+    # the levels (behind the new-kink ratios) see a tenth of family a's carried-kink corrections, half of c's
+    level = dict(zip("abcd", ratios["new"]))
+    assert level["a"] < level["c"]
+
+
 def test_the_gamma_shape_follows_the_row_covariates():
     """log shape = log 400 - 1 * (log_rel - its median in the fit): rows with more expected kinks vary less."""
     df = _table(200, 5)
