@@ -40,9 +40,11 @@ logger = logging.getLogger(__name__)
 #: and t together (it adds the spread of the units' means; the theory's sigma for a layer);
 #: ``sigma_chan`` the std within a channel (units of one channel and t, about the channel's own
 #: mean; channels are the first axis of a (channels, ...) shape, a 1-D shape is one channel): the
-#: spread that max pooling sees inside its windows, which the channels' different means do not enter.
-STAT_COLUMNS = ("mu", "sigma", "sigma_pool", "sigma_chan", "sigma_dot", "smp", "kinks", "resolved", "n_units",
-                "n_measured")
+#: spread that max pooling sees inside its windows, which the channels' different means do not enter;
+#: ``mu_kink`` and ``sigma_kink`` the mean and std of the signals' values at their grid-detected kinks,
+#: weighted by |slope jump| (NaN without kinks, and with ``method="exact"``).
+STAT_COLUMNS = ("mu", "sigma", "sigma_pool", "sigma_chan", "sigma_dot", "smp", "kinks", "resolved", "mu_kink",
+                "sigma_kink", "n_units", "n_measured")
 
 #: Entropy word that separates the unit-subset stream from the trial's other streams.
 _UNIT_STREAM = 0x756E697473
@@ -162,6 +164,8 @@ def _signal_stats(y: np.ndarray, channel: np.ndarray, n_units: int, dt: float, s
         "smp": math.nan,
         "kinks": math.nan,
         "resolved": math.nan,
+        "mu_kink": math.nan,
+        "sigma_kink": math.nan,
         "n_units": int(n_units),
         "n_measured": int(n_measured),
     }
@@ -169,8 +173,25 @@ def _signal_stats(y: np.ndarray, channel: np.ndarray, n_units: int, dt: float, s
         from .grid import smp
 
         r = smp(y, dt, axis=-1)
-        stats.update(smp=float(np.mean(r.value)), kinks=float(np.mean(r.n_peaks)), resolved=float(np.mean(r.resolved)))
+        stats.update(smp=float(np.mean(r.value)), kinks=float(np.mean(r.n_peaks)), resolved=float(np.mean(r.resolved)),
+                     **_kink_value_moments(y, r._peaks, dt))
     return stats
+
+
+def _kink_value_moments(y: np.ndarray, peaks, dt: float) -> dict[str, float]:
+    """Mean and std of the signals' values at their detected kinks, weighted by |slope jump| (NaN without kinks).
+
+    A later block acts on a kink through the signal's value there (a smooth
+    activation scales it by ``|g'(x)|``): where kinks sit at the signal's
+    extremes (the vertex of a bend) these moments differ from the signal's own.
+    """
+    weight = np.abs(peaks.jump)
+    if weight.sum() <= 0:
+        return {"mu_kink": math.nan, "sigma_kink": math.nan}
+    sample = np.clip(np.rint(peaks.time / dt).astype(np.int64), 0, y.shape[1] - 1)
+    value = y[peaks.series, sample]
+    mean = float(np.average(value, weights=weight))
+    return {"mu_kink": mean, "sigma_kink": float(np.sqrt(np.average((value - mean) ** 2, weights=weight)))}
 
 
 def _units_by_time(y: torch.Tensor | np.ndarray, shape: tuple[int, ...], max_units: int | None,

@@ -24,7 +24,11 @@ drawn from its init family:
   fields; 0.80 for a kernel-3 conv and a 2-window); batch norm (eval mode, running
   statistics from :mod:`smpstats.blocks`' draw): ``E|gamma| E[var^-1/2] S_in``,
   or with given statistics (a finite ``bn_gain_abs`` column) ``bn_gain_abs S_in``;
-* smooth activations: ``carried = E|g'(X)| S_in`` (no new kinks); right
+* smooth activations: ``carried = E|g'(X)| S_in`` (no new kinks), ``X``
+  Gaussian at the measured moments of the input's values at its kinks
+  (``mu_kink_in``, ``sigma_kink_in``: kinks may sit at the signal's extremes,
+  where a saturating ``g'`` is small), at the signal's own moments where the
+  table lacks them; right
   after a ReLU, LeakyReLU or PReLU, whose kinks sit at the value 0, its
   share of the kinks is scaled by ``|g'(0)|`` instead, and the older kinks
   by ``g'`` where they sit (the positive side of the pre-activation, and
@@ -670,6 +674,11 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
                                                         length[r], smp_in[r], s_, affine=bool(affine))
     for (window, s_), r in _groups(rectifier & np.isfinite(pooled_before) & (sigma > 0), pooled_before, own_slope):
         new[r], carried[r] = _rectifier_after_maxpool(int(window), mu[r], sig[r], sdot[r], length[r], smp_in[r], s_)
+    # a smooth activation scales each kink by |g'| at the signal's value there: the measured moments of the
+    # values at the kinks where the table has them (kinks may sit at the signal's extremes), the signal's otherwise
+    kink_mu, kink_sigma = table.num("mu_kink_in"), table.num("sigma_kink_in")
+    at_kinks = np.isfinite(kink_mu) & np.isfinite(kink_sigma) & (kink_sigma > 0)
+    kink_mu, kink_sigma = np.where(at_kinks, kink_mu, mu), np.where(at_kinks, kink_sigma, sig)
     for act in ("gelu", "silu", "softplus", "tanh"):
         for beta in np.unique(np.nan_to_num(betas[is_block(act)], nan=1.0)):
             for tanh_form in (False, True):
@@ -677,7 +686,7 @@ def theory_term_arrays(columns, n: int, labels=None) -> dict[str, np.ndarray]:
                 if m.any():
                     name = "gelu_tanh" if (act == "gelu" and tanh_form) else act
                     carried[m] = np.asarray(theory.smooth_activation_expected_smp(
-                        name, mu[m], sig[m], smp_in[m], beta=float(beta)), dtype=float)
+                        name, kink_mu[m], kink_sigma[m], smp_in[m], beta=float(beta)), dtype=float)
                     for (before,), r in _groups(m & after_rect, rect_slope):
                         carried[r] = _smooth_after_relu(name, float(beta), mu[r], sig[r], sdot[r], length[r],
                                                         smp_in[r], before)
