@@ -58,8 +58,16 @@ covariates, ``delta_c + eta_f^T (x_bar_c - x_tilde)`` (which its rows pin
 down), and ``delta_c`` (``log_phi_c``) is derived from it: the same model,
 with the bulk ESS of the default fit up from 255 to 850.
 
-A configuration not seen in the fit is predicted with fresh ``z ~ N(0, 1)``
-per draw, i.e. from the population of configurations of its family.
+A configuration not seen in the fit is predicted with fresh corrections
+``z ~ N(0, 1)`` per draw, i.e. from the population of configurations of its
+family, and with its Gamma shape at the family's centre for its context
+and covariates (``z = 0``): the family's typical trial-to-trial spread, as
+the regression tier predicts it. Drawing the shape from the population too
+mixed Gammas whose log shapes spread by 0.6-1.8 and gave the 66 held-out
+configurations' rows wider tails than they have (90 % intervals holding
+95.5 % for affine blocks, 96.2 % for ReLU and 98.4 % for smooth
+activations, against 94.5 %, 93.9 % and 94.8 % at the centre; CRPS 3.136
+against 3.130).
 
 Diagnostics (R-hat, bulk and tail ESS, divergences) are computed after
 sampling and stored with the fit; failures become the model's ``warnings``,
@@ -579,10 +587,11 @@ class BayesTransfer(TransferModel):
     def _params_for(self, design: pd.DataFrame, n_draws: int, rng: np.random.Generator, pick: np.ndarray | None = None):
         """(mu, shape phi, P(zero)), each (n_rows, n_draws), for posterior draws ``pick`` (random if None).
 
-        A configuration not seen in the fit gets a fresh effect from its
+        A configuration not seen in the fit gets fresh corrections from its
         family's population (one per configuration and draw, shared by its
-        rows); a term whose family had no such term in the fit gets the
-        prior's correction (a ~ N(0, 0.5), plus the configuration spread).
+        rows) and its family's centre shape; a term whose family had no such
+        term in the fit gets the prior's correction (a ~ N(0, 0.5), plus the
+        configuration spread).
         """
         p = self._posterior()
         if pick is None:
@@ -595,8 +604,10 @@ class BayesTransfer(TransferModel):
         units = (self.index.units(design) - self.index.seen_units(a["cfg"]))[:, None]
         context = _context(design["config"].astype(str))
 
-        def effect(t: str, fitted: str, mean: str, slopes: tuple[str, ...], cfg: np.ndarray, fam: np.ndarray):
-            """log effect (n_rows, n_draws): fitted, else the family's population, else the prior."""
+        def effect(t: str, fitted: str, mean: str, slopes: tuple[str, ...], cfg: np.ndarray, fam: np.ndarray,
+                   spread: bool = True):
+            """log effect (n_rows, n_draws): fitted, else the family's population (its centre without
+            ``spread``), else the prior."""
             z = rng.standard_normal((config_code.max() + 1, n_draws))[config_code]
             f = np.maximum(fam, 0)
             tau = p.get(f"tau_{t}")  # (n_posterior,)
@@ -610,7 +621,8 @@ class BayesTransfer(TransferModel):
                 for j, slope in enumerate(slopes):  # on the context: chained, after a mixing layer
                     if slope in p:
                         centre = centre + p[slope][pick][:, f].T * context[:, j : j + 1]
-                population = np.where(fam[:, None] >= 0, centre + sd * z, np.sqrt(0.5**2 + sd**2) * z)
+                population = np.where(fam[:, None] >= 0, centre + sd * z if spread else centre,
+                                      np.sqrt(0.5**2 + sd**2) * z)
             else:  # the fit never saw this term in any family: the prior
                 population = np.sqrt(0.5**2 + sd**2) * z
             if fitted not in p:
@@ -621,7 +633,8 @@ class BayesTransfer(TransferModel):
         for t in _TERMS:
             log_c = effect(t, f"log_c_{t}", f"a_{t}", (), a[f"cfg_{t}"], a[f"fam_{t}"])
             mu += np.exp(log_c) * a[t][:, None]
-        log_phi = effect("d", "log_phi_c", "d", ("g", "g_mix"), a["cfg"], a["fam"])
+        # a new configuration's trial-to-trial spread is its family's typical one (see the class doc)
+        log_phi = effect("d", "log_phi_c", "d", ("g", "g_mix"), a["cfg"], a["fam"], spread=False)
         eta_d = p["eta_d"][pick][:, a["fam"], :]  # (n_draws, n_rows, n_covariates)
         log_phi = log_phi + np.einsum("drk,rk->rd", eta_d, self.index.dispersion_covariates(design))
         if "b_units" in p:

@@ -32,7 +32,7 @@ def _table(n, seed, configs=(("relu", "relu", None), ("maxpool1d", "maxpool1d(ke
 
 
 def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, draws=100, tau=0.3, b_units=None,
-           eta=(0.0, 0.0), g_mix=0.0):
+           eta=(0.0, 0.0), g_mix=0.0, tau_d=0.01):
     """A BayesTransfer whose posterior sits tightly (sd 0.005) at known values (configs in index order).
 
     ``eta``: slopes of the log Gamma shape on (log_rel, log_res), the same for every family.
@@ -49,7 +49,7 @@ def _model(design, *, c_new=(0.1, -0.2), shape=400.0, r_hat=1.001, chains=2, dra
     log_c_new = np.asarray(c_new, float) + jitter[0]
     post = {"a_new": const(0.0, (nf,)), "a_car": const(0.0, (nf,)), "tau_new": const(tau), "tau_car": const(tau),
             "log_c_new": log_c_new, "log_c_car": const(0.0, (nc,)), "d": const(np.log(shape), (nf,)),
-            "tau_d": const(0.01), "log_phi_c": np.log(shape) + 10 * jitter[1], "h0": const(-30.0, (nf,)),
+            "tau_d": const(tau_d), "log_phi_c": np.log(shape) + 10 * jitter[1], "h0": const(-30.0, (nf,)),
             "g": const(0.0, (nf,)), "g_mix": const(g_mix, (nf,)), "eta_d": const(eta, (nf, 2))}
     if b_units is not None:
         post["b_units"] = const(b_units)
@@ -111,6 +111,19 @@ def test_unseen_configurations_draw_from_the_population():
     index.spread_ratio["new"] = [2.0 if f == "maxpool" else 0.5 for f in index.families]
     cv2 = model.predict(new, n_draws=4000, seed=0).std() / pred.mean()
     assert np.median(cv2) == pytest.approx(np.sqrt(np.exp(0.36) - 1), rel=0.15)
+
+
+def test_a_new_configuration_takes_its_family_s_centre_shape():
+    """Shapes spread by tau_d = 1 between configurations; a new one's rows vary as the centre's Gamma, not as a
+    mixture over the population's shapes (whose CV would be e^(1/4) = 1.28 times larger)."""
+    df = _table(100, 1)
+    model = _model(design_frame(df.assign(smp_out=1.0)), tau=1e-4, tau_d=1.0)
+    new = _table(100, 2, configs=(("maxpool1d", "maxpool1d(kernel_size=3)", 3),))
+    pred = model.predict(new, n_draws=4000, seed=0)
+    assert np.median(pred.std() / pred.mean()) == pytest.approx(1 / np.sqrt(400), rel=0.08)
+    # seen configurations keep their own fitted shapes
+    seen = model.predict(df, n_draws=4000, seed=0)
+    assert np.median(seen.std() / seen.mean()) == pytest.approx(1 / np.sqrt(400), rel=0.08)
 
 
 def test_a_new_configuration_after_a_conv_or_linear_layer_takes_the_shape_shift():
