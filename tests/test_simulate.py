@@ -487,3 +487,17 @@ def test_exact_method_on_kinked_inputs_counts_their_own_kinks_where_they_are():
     np.testing.assert_allclose(first["smp_in"], first["smp_in_true"], rtol=1e-12)
     assert (first["kinks_in"] > 0).all()
     np.testing.assert_allclose(exact["smp_out"], fine["smp_out"], rtol=0.01)
+
+
+def test_kink_value_moments_find_where_the_kinks_sit():
+    """A ReLU's kinks all sit at the value 0 (mu_kink_out ~ 0, sigma_kink_out tiny next to the signal's spread); a
+    smooth input has no kinks (NaN)."""
+    df = simulate("relu", 6, seed=4, input_shape=(4, 32), path="smooth", n_points=2048)
+    assert df["mu_kink_in"].isna().all() and df["sigma_kink_in"].isna().all()
+    scale = df["sigma_pool_out"].to_numpy()
+    # within the half sample step of the nearest sample, far inside the signal's spread
+    assert (np.abs(df["mu_kink_out"]) < 0.05 * scale).all()
+    assert (df["sigma_kink_out"] < 0.1 * scale).all() and (df["sigma_kink_out"] > 0).all()
+    # the exact walk measures no kink values: NaN rather than a grid estimate
+    exact = simulate("relu", 2, seed=4, input_shape=(4, 8), path="segment", method="exact", n_points=64)
+    assert exact["mu_kink_out"].isna().all() and exact["sigma_kink_out"].isna().all()
