@@ -133,10 +133,12 @@ def _input_draws(family: Any, n_draws: int, rng: np.random.Generator) -> dict[st
     p = [family._draw_params(rng) for _ in range(n_draws)]
     out = {k: np.array([d[k] for d in p]) for k in ("mu", "sigma", "sigma_dot")}
     out["smp"] = np.zeros(n_draws)
+    out["events"] = np.zeros(n_draws)  # kinks per unit along the path
     if isinstance(family, KinkedInputs):
         rate = np.array([np.exp(rng.uniform(*np.log(family.kink_rate))) for _ in range(n_draws)])
         jump = np.array([np.exp(rng.uniform(*np.log(family.jump_ratio))) for _ in range(n_draws)]) * out["sigma_dot"]
         out["smp"] = rate * family.length * jump * np.sqrt(2 / np.pi)  # E sum |J| over the path
+        out["events"] = rate * family.length
     return out
 
 
@@ -184,6 +186,22 @@ def _one_draw_per_row(model: Any, rows: pd.DataFrame, rng: np.random.Generator) 
         draws = model.predict(block, n_draws=len(block), seed=int(rng.integers(2**63))).draws
         out[start:start + len(block)] = np.diagonal(draws)
     return out
+
+
+def _new_events(cols: dict[str, Any], rows: dict[str, Any], new: np.ndarray) -> np.ndarray:
+    """Expected number of kink events a stage creates along the path over its layer, shape (n_draws,).
+
+    A ReLU's slope jump at a zero crossing of a Gaussian pre-activation of RMS slope ``sigma_dot`` has mean
+    ``sqrt(pi/2) sigma_dot`` (Rayleigh); a LeakyReLU's is ``1 - a`` times that, a max pool's switch between two
+    units sees the difference of two slopes (``sqrt(2)`` times).
+    """
+    block = cols["block"]
+    scale = {"leaky_relu": 1.0 - float(cols.get("negative_slope", 0.01) or 0.0),
+             "prelu": 1.0 - float(cols.get("alpha", 0.25) or 0.0),
+             "maxpool1d": math.sqrt(2.0), "maxpool2d": math.sqrt(2.0)}.get(block, 1.0)
+    mean_jump = abs(scale) * math.sqrt(math.pi / 2) * np.asarray(rows["sigma_dot_in"], dtype=float)
+    n_units = float(np.prod(KinkState.shape_of(cols["out_shape"])))
+    return np.divide(n_units * new, mean_jump, out=np.zeros_like(new), where=mean_jump > 0)
 
 
 def _random_fan_in(prev_cols: dict[str, Any] | None) -> float:
@@ -241,6 +259,7 @@ def predict_chain(
     propagate: bool = True,
     finite_width: bool = True,
     sample_module: bool = True,
+    path_noise: bool = True,
 ) -> ChainPrediction:
     """Predict the SMP per unit after every stage of a chain, with its predictive distribution.
 
@@ -291,6 +310,14 @@ def predict_chain(
         randomly with depth as in real networks of finite width. False keeps
         the deterministic mean-field moments (the infinite-width limit).
         Stages with given weights are deterministic either way.
+    path_noise : bool, default=True
+        Each draw is also one path: its SMP scatters about the expectation
+        because a path holds a finite number of kink events of random sizes
+        (:class:`smpstats.kink_state.KinkState`: a Poisson number of events
+        per generation, whose sizes grow more uneven with every block they
+        pass). In the analytic mode only: a fitted model's predictive draw
+        has the trial-to-trial spread of its training blocks. False gives
+        the expected SMP of each draw's network and input parameters.
     sample_module : bool, default=True
         For a module with given weights: push points of the input family
         through the module for each stage's moments
@@ -322,8 +349,9 @@ def predict_chain(
 
     n_draws = check_int(n_draws, "n_draws", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
-    propagate, finite_width, sample_module = (check_bool(v, name) for v, name in (
-        (propagate, "propagate"), (finite_width, "finite_width"), (sample_module, "sample_module")))
+    propagate, finite_width, sample_module, path_noise = (check_bool(v, name) for v, name in (
+        (propagate, "propagate"), (finite_width, "finite_width"), (sample_module, "sample_module"),
+        (path_noise, "path_noise")))
     if isinstance(model, str) and model in ("regression", "bayes"):
         from .default_models import default_model
 
@@ -351,8 +379,12 @@ def predict_chain(
         transported = given_weight_smp(chain, mu, sigma, sigma_dot, smp, length, seed=seed)
     width = FiniteWidth.of_inputs(sigma, sigma_dot, length, int(np.prod(chain.input_shape))) \
         if finite_width and propagate and not given else None
-    kinks = KinkState(tuple(chain.input_shape), n_draws)
-    kinks.add_new(smp)
+    # one path per draw: a separate stream, so that the networks drawn do not change with path_noise
+    kinks = KinkState(tuple(chain.input_shape), n_draws,
+                      rng=np.random.default_rng([seed, 1]) if path_noise and isinstance(model, str) else None)
+    input_events = state.get("events")
+    kinks.add_new(smp, events=None if input_events is None else input_events * np.prod(chain.input_shape),
+                  size2=math.pi / 2)  # the family's jumps are normal: |J| half-normal
     stage_rows, predictive = [], []
     prev_spec, prev_cols, prev_rows = "", None, {}
     nan = np.full(n_draws, math.nan)
@@ -390,14 +422,17 @@ def predict_chain(
             theory_out = new + carried
             # the input SMP for which the per-unit rules of the statistical models give the carried SMP
             rows["smp_in"] = np.divide(carried * smp, per_unit, out=np.zeros_like(smp), where=per_unit > 0)
-        if cols["block"] == "flatten":  # the same signals, reshaped
-            smp_out = np.asarray(rows["smp_in"], dtype=float)
-        elif isinstance(model, TransferModel):
+        if isinstance(model, TransferModel) and cols["block"] != "flatten":
             smp_out = _one_draw_per_row(model, pd.DataFrame(rows), rng)
+            kinks.add_new(new, born=cols["stage"])
+            kinks.rescale(smp_out)
+        elif propagate and transported is None:  # the kink state's own total: new and carried, realised per path
+            kinks.add_new(new, born=cols["stage"], events=_new_events(cols, rows, new))
+            smp_out = kinks.total
         else:
-            smp_out = theory_out
-        kinks.add_new(new, born=cols["stage"])
-        kinks.rescale(smp_out)
+            smp_out = np.asarray(rows["smp_in"], dtype=float) if cols["block"] == "flatten" else theory_out
+            kinks.add_new(new, born=cols["stage"])
+            kinks.rescale(smp_out)
         stage_rows.append({"stage": cols["stage"], "block": cols["block"], "block_spec": cols["block_spec"],
                            "mu_in": mu.mean(), "sigma_pool_in": sigma.mean(), "sigma_dot_in": sigma_dot.mean()})
         predictive.append(Predictive(smp_out[None, :], kind="theory" if isinstance(model, str) else model.kind))

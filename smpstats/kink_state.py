@@ -48,6 +48,25 @@ Rules per block, from weights of the init family (entry std ``sigma_e``):
   fell 10 % per linear block after a leaky one.
 * flatten keeps every footprint, as features.
 
+One path holds a finite number of kink events, so its SMP scatters about
+the expectation (path-to-path spread, beside the network-to-network spread
+of :mod:`smpstats.finite_width`). Each generation keeps ``events``, the
+expected number of its events along the path (over the whole layer), and
+``size2 = E s**2 / (E s)**2`` of an event's contribution ``s`` to the SMP
+(``4/pi`` at birth: the slope jumps at the zero crossings of a Gaussian
+process are Rayleigh distributed). Its SMP, a sum over a Poisson number of
+events, has relative variance ``size2 / events``. Every later block makes
+an event's size a random multiple of what it was: an affine map sums ``n``
+nonzero units of Gaussian jumps (relative variance ``(pi/2 - 1) / n`` of a
+sum of ``n`` half-normal magnitudes), a ReLU or max pool keeps a random
+subset of them (``q (1/n_after - 1/n_before)``, ``q`` the mean square of a
+unit's jump over its squared mean), a LeakyReLU scales them unevenly; so
+``size2`` grows with depth, fastest in narrow layers. With a random
+generator, :meth:`KinkState.add_new` and :meth:`KinkState.carry` realise
+this for one path per draw: a Gamma factor of mean 1 at birth and one per
+block for the growth of ``size2``, kept by the generation from then on,
+so that a path rich in kinks at one stage stays so downstream.
+
 Spread jumps are treated as Gaussian and independent of the masks (mean
 field); what this misses is reported by the chain study.
 """
@@ -122,6 +141,12 @@ class Generation:
     q2 : ndarray, shape (n_draws, n_origins), optional
         Mean square of the nonzero jumps over a Gaussian's with the same mean
         ``|jump|`` (None: 1, Gaussian).
+    events : ndarray, shape (n_draws,), optional
+        Expected number of events along the path, over the whole layer (None: not tracked).
+    size2 : ndarray, shape (n_draws,), optional
+        ``E s**2 / (E s)**2`` of an event's contribution ``s`` to the SMP.
+    mixed : bool
+        The generation has passed a random affine map (its units' jumps are Gaussian).
     """
 
     amount: np.ndarray
@@ -131,6 +156,9 @@ class Generation:
     m1: np.ndarray
     born: int = -1
     q2: np.ndarray | None = None
+    events: np.ndarray | None = None
+    size2: np.ndarray | None = None
+    mixed: bool = False
 
     def positions(self) -> np.ndarray:
         """Touched positions per origin, shape (n_origins,)."""
@@ -138,6 +166,16 @@ class Generation:
         for t in self.touched:
             out = np.multiply.outer(out, t.sum(axis=1)).reshape(-1)
         return out
+
+    def nonzero_units(self) -> np.ndarray:
+        """Units with a nonzero jump per event, averaged over origins, shape (n_draws,)."""
+        return (self.channels * self.positions() * np.clip(self.fill, 0.0, None)).mean(axis=1)
+
+    def relative_variance(self) -> np.ndarray:
+        """Relative variance of the generation's SMP over paths, ``size2 / events``, shape (n_draws,)."""
+        if self.events is None:
+            return np.zeros_like(self.amount)
+        return np.divide(self.size2, self.events, out=np.zeros_like(self.amount), where=self.events > 0)
 
     def mass(self) -> np.ndarray:
         """Sum of |jumps| over the units of one event, summed over origins (relative), shape (n_draws,)."""
@@ -159,11 +197,21 @@ def _leaky_q2_factor(block: str, params: Mapping[str, Any], factor: np.ndarray) 
 
 @dataclass
 class KinkState:
-    """The kinks of a layer, by generation (see the module docstring)."""
+    """The kinks of a layer, by generation (see the module docstring).
+
+    With ``rng`` set, the amounts are those of one path per draw (path-to-path
+    spread of the number and sizes of kink events); without it, expectations.
+    """
 
     shape: tuple[int, ...]
     n_draws: int
     generations: list[Generation] = field(default_factory=list)
+    rng: np.random.Generator | None = None
+
+    @staticmethod
+    def shape_of(text: Any) -> tuple[int, ...]:
+        """A layer shape from a tuple or its text (``"(8, 16)"``)."""
+        return _shape(text)
 
     @property
     def total(self) -> np.ndarray:
@@ -173,15 +221,50 @@ class KinkState:
             out = out + g.amount
         return out
 
-    def add_new(self, amount, born: int = -1) -> None:
-        """Add kinks created in the current layer by stage ``born`` (each event in one unit), SMP per unit ``amount``."""
+    def add_new(self, amount, born: int = -1, events=None, size2=4 / math.pi) -> None:
+        """Add kinks created in the current layer by stage ``born`` (each event in one unit).
+
+        Parameters
+        ----------
+        amount : array, shape (n_draws,)
+            Their expected SMP per unit.
+        born : int
+            Stage that created them (-1: the input).
+        events : array, shape (n_draws,), optional
+            Expected number of events along the path over the layer; needed for the path-to-path spread.
+        size2 : float or array
+            ``E s**2 / (E s)**2`` of an event's jump (``4/pi``: Rayleigh, zero crossings of a Gaussian process).
+        """
         amount = np.broadcast_to(np.asarray(amount, dtype=float), (self.n_draws,))
         if not np.any(amount > 0):
             return
         touched = [np.eye(n, dtype=bool) for n in self.shape[1:]]
         n_origins = int(np.prod(self.shape[1:])) if len(self.shape) > 1 else 1
-        self.generations.append(Generation(amount.copy(), touched, np.ones(n_origins),
-                                           np.ones((self.n_draws, n_origins)), np.ones((self.n_draws, n_origins)), born))
+        g = Generation(amount.copy(), touched, np.ones(n_origins), np.ones((self.n_draws, n_origins)),
+                       np.ones((self.n_draws, n_origins)), born)
+        if events is not None:
+            g.events = np.broadcast_to(np.asarray(events, dtype=float), (self.n_draws,)).copy()
+            g.size2 = np.broadcast_to(np.asarray(size2, dtype=float), (self.n_draws,)).copy()
+            g.amount = g.amount * self._gamma_factor(g.relative_variance())
+        self.generations.append(g)
+
+    def _gamma_factor(self, variance: np.ndarray) -> np.ndarray:
+        """Mean-1 Gamma factors of the given variance per draw (1 without a generator or where the variance is 0)."""
+        if self.rng is None:
+            return np.ones(self.n_draws)
+        variance = np.maximum(np.asarray(variance, dtype=float), 0.0)
+        shape = np.divide(1.0, variance, out=np.full_like(variance, np.inf), where=variance > 0)
+        out = self.rng.gamma(np.where(np.isfinite(shape), shape, 1.0), 1.0) / np.where(np.isfinite(shape), shape, 1.0)
+        return np.where(np.isfinite(shape), out, 1.0)
+
+    def _grow_size2(self, g: Generation, v: np.ndarray) -> None:
+        """Events' sizes became random multiples (relative variance ``v``) of what they were: grow ``size2``
+        and, with a generator, draw the factor that takes the realised amount to the new relative variance."""
+        if g.events is None:
+            return
+        before = g.relative_variance()
+        g.size2 = g.size2 * (1.0 + np.maximum(v, 0.0))
+        g.amount = g.amount * self._gamma_factor((1.0 + g.relative_variance()) / (1.0 + before) - 1.0)
 
     def rescale(self, target) -> None:
         """Scale all generations so that their total is ``target`` per draw (e.g. a fitted model's draw)."""
@@ -218,6 +301,10 @@ class KinkState:
                 self._mix(g, block, params, out_shape)
                 g.amount = g.amount * np.divide(g.mass() / n_out, before / n_in, out=np.zeros_like(before),
                                                 where=before > 0)
+                if not block.startswith("avgpool"):  # the event's size: a sum of n half-normal magnitudes
+                    g.mixed = True
+                    n = g.nonzero_units()
+                    self._grow_size2(g, np.divide(math.pi / 2 - 1.0, n, out=np.zeros_like(n), where=n > 0))
         elif block == "flatten":
             self._flatten()
         else:
@@ -227,12 +314,21 @@ class KinkState:
             for g, factor in zip(self.generations, factors):
                 factor = np.asarray(factor, dtype=float)
                 g.amount = g.amount * factor
+                n_before, q = g.nonzero_units(), (math.pi / 2 if g.mixed else 1.0)
                 if block in ("maxpool1d", "maxpool2d"):
                     self._maxpool(g, params, out_shape)
                 elif block == "relu":
                     g.fill = g.fill * factor[:, None]  # the surviving share is P(x > 0): inactive units drop out
                 elif block in ("leaky_relu", "prelu"):
-                    g.q2 = (1.0 if g.q2 is None else g.q2) * _leaky_q2_factor(block, params, factor)[:, None]
+                    uneven = _leaky_q2_factor(block, params, factor)
+                    g.q2 = (1.0 if g.q2 is None else g.q2) * uneven[:, None]
+                    self._grow_size2(g, np.divide(q * (uneven - 1.0), n_before, out=np.zeros_like(n_before),
+                                                  where=n_before > 0))
+                if block in ("maxpool1d", "maxpool2d", "relu"):  # a random subset of the event's units kept
+                    n_after = g.nonzero_units()
+                    self._grow_size2(g, q * (np.divide(1.0, n_after, out=np.zeros_like(n_after), where=n_after > 0)
+                                             - np.divide(1.0, n_before, out=np.zeros_like(n_before),
+                                                         where=n_before > 0)))
         self.shape = out_shape
         return self.total
 

@@ -180,7 +180,8 @@ def test_new_kinks_after_a_narrow_affine_map_follow_the_mean_weight_norm():
     expected = np.linalg.norm(w, axis=1).mean() * sigma_dot**2 / sigma / math.sqrt(2 * math.pi)
     inputs = pd.DataFrame({"mu": [0.0], "sigma": [sigma], "sigma_dot": [sigma_dot]})
     # the expectation over networks: the mean-field moments (one finite network per draw would scatter around it)
-    pred = predict_chain("linear(out_features=16) | relu", input_shape=(n,), path=inputs, finite_width=False)
+    pred = predict_chain("linear(out_features=16) | relu", input_shape=(n,), path=inputs, finite_width=False,
+                         path_noise=False)
     assert pred.draws[1, 0] == pytest.approx(expected, rel=3e-3)
 
 
@@ -258,3 +259,26 @@ def test_older_kinks_after_relu_and_max_pooling_fill_the_units_whose_window_maxi
     ratio = predicted[5:] / observed[5:]  # the last max pool and conv
     # 1.09 (README: the conv after the second max pool of a stack is still high); 1.14 without the fill rule
     assert ratio[1] / ratio[0] == pytest.approx(1.0, abs=0.11)
+
+
+def test_event_sizes_grow_uneven_through_affine_maps_and_masks():
+    """A Poisson number of events: relative variance size2 / events at birth (Rayleigh jumps: 4/pi); a linear map
+    sums 16 half-normal magnitudes per event, a ReLU keeping half the units drops a random half of them."""
+    n, events = 40_000, 25.0
+    realised = KinkState((8,), n_draws=n, rng=np.random.default_rng(0))
+    expected = KinkState((8,), n_draws=n)
+    for state in (realised, expected):
+        state.add_new(np.full(n, 3.0), born=1, events=np.full(n, events))
+    np.testing.assert_array_equal(expected.total, 3.0)  # no generator: the expectation
+    assert realised.total.mean() == pytest.approx(3.0, rel=0.01)
+    assert realised.total.var() / 9.0 == pytest.approx(4 / math.pi / events, rel=0.05)
+    params = {"sigma_w": math.sqrt(2), "fan_in": 8}
+    for state in (realised, expected):
+        state.carry("linear", params, (16,))
+        state.carry("relu", params, (16,), factor=np.full(n, 0.5))
+    size2 = 4 / math.pi * (1 + (math.pi / 2 - 1) / 16) * (1 + math.pi / 2 * (1 / 8 - 1 / 16))
+    g = realised.generations[0]
+    np.testing.assert_allclose(g.size2, size2)
+    np.testing.assert_allclose(g.relative_variance(), size2 / events)
+    assert realised.total.mean() / expected.total.mean() == pytest.approx(1.0, abs=0.01)
+    assert realised.total.var() / expected.total.mean() ** 2 == pytest.approx(size2 / events, rel=0.05)
