@@ -405,14 +405,19 @@ def predict_chain(
             else:
                 out = propagate_moments(cols["block"], cols, mu, sigma, sigma_dot, share,
                                         after_rectifier=_rectifier_slope(chain.stages[k - 2].spec) if k > 1 else None)
-            if width is not None:  # the realised output of this draw's finite network, and its units' new kinks
-                *out, kink_factor = width.step(cols["block"], cols, (mu, sigma, sigma_dot), out, rng, length)
+            carried_gain = None
+            if width is not None:  # the realised output of this draw's finite network, its units' new kinks
+                *out, kink_factor, carried_gain = width.step(cols["block"], cols, (mu, sigma, sigma_dot), out, rng,
+                                                             length)
                 new = new * kink_factor
         theory_out = new + terms["theory_carried"]
         if propagate:
             per_unit = terms["theory_carried"]
             if transported is None:
                 carried = _move_kinks(kinks, cols, rows, terms)
+                if carried_gain is not None:  # and the older kinks this network carries (mean 1 over networks)
+                    kinks.scale(carried_gain)
+                    carried = kinks.total
             else:  # given weights: kinks by birth unit, carried by the module's Jacobians
                 new = transported.new[k - 1]
                 before = transported.total[k - 2] if k > 1 else state["smp"]

@@ -387,9 +387,14 @@ class FiniteWidth:
 
         Returns
         -------
-        (mu, sigma, sigma_dot, kinks) : arrays, shape (n_draws,)
-            The realised output state and the factor on the block's new
-            kinks relative to the pooled formula (1 except for rectifiers).
+        (mu, sigma, sigma_dot, kinks, carried) : arrays, shape (n_draws,)
+            The realised output state, the factor on the block's new
+            kinks relative to the pooled formula (1 except for rectifiers),
+            and this network's factor on the kinks it carries, of mean 1: a
+            random affine block maps slope jumps as it maps slopes (the
+            square root of its slope factor), a rectifier passes them
+            through the units that are on (its realised slope share over
+            the population's); 1 for the other blocks.
         """
         mu_in, sigma_in, sdot_in = state_in
         mu, sigma, sdot = state_out
@@ -400,7 +405,7 @@ class FiniteWidth:
         if block in ("linear", "conv1d", "conv2d"):
             if _given(params, _GIVEN_AFFINE):
                 self.channels = None
-                return mu, sigma, sdot, ones
+                return mu, sigma, sdot, ones, ones
             rows = int(out_shape[-1]) if block == "linear" else int(out_shape[0])
             positions = 1 if block == "linear" else int(np.prod(out_shape[1:]))
             sw, sb = float(params["sigma_w"]), float(params.get("sigma_b", 0.0) or 0.0)
@@ -417,14 +422,20 @@ class FiniteWidth:
             self.channels, self.positions = rows, positions
             self.radial = radial_after_affine(self.radial, rows)
             second = (mu**2 + sigma**2) * f_q
-            return mu, np.sqrt(np.maximum(second - mu**2, 0.0)), sdot * np.sqrt(f_d), ones
+            # a slope jump is mapped like a slope: by sqrt(f_d), over its mean exp(-log1p(var_d) / 8) (the kink
+            # rules already give the expectation over networks)
+            carried = np.sqrt(f_d) * np.exp(np.log1p(var_d) / 8)
+            return mu, np.sqrt(np.maximum(second - mu**2, 0.0)), sdot * np.sqrt(f_d), ones, carried
         if block in ("relu", "leaky_relu", "prelu") and self.channels is not None:
             slope = 0.0 if block == "relu" else float(params["negative_slope"] if block == "leaky_relu"
                                                        else params["alpha"])
+            mean_field_sdot = np.asarray(sdot, dtype=float)
             mu, sigma, sdot, self.static, kinks = rectifier_units(
                 rng, mu_in, sigma_in, sdot_in, self.static, self.shared, self.radial, channels=self.channels,
                 positions=self.positions, negative_slope=slope)
-            return mu, sigma, sdot, kinks
+            # an older kink passes the units that are on: the realised share of slope over the population's
+            carried = np.divide(sdot, mean_field_sdot, out=ones.copy(), where=mean_field_sdot > 0) ** 2
+            return mu, sigma, sdot, kinks, carried
         if block == "batchnorm" and not _given(params, _GIVEN_BATCHNORM):
             gain2 = _BN_GAMMA2 * _BN_E_INV_VAR
             moving = gain2 * (1 - self.static) * sigma_in**2
@@ -434,4 +445,4 @@ class FiniteWidth:
             self.shared = np.clip(1 - position_part / np.maximum(static_sq, 1e-300), 0.0, 1.0)
         elif block in ("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d") and len(out_shape) > 1:
             self.positions = int(np.prod(out_shape[1:]))
-        return mu, sigma, sdot, ones
+        return mu, sigma, sdot, ones, ones

@@ -266,6 +266,11 @@ class KinkState:
         g.size2 = g.size2 * (1.0 + np.maximum(v, 0.0))
         g.amount = g.amount * self._gamma_factor((1.0 + g.relative_variance()) / (1.0 + before) - 1.0)
 
+    def scale(self, factor) -> None:
+        """Multiply every generation's SMP by ``factor`` (per draw), e.g. one network's gain on its carried kinks."""
+        for g in self.generations:
+            g.amount = g.amount * np.asarray(factor, dtype=float)
+
     def rescale(self, target) -> None:
         """Scale all generations so that their total is ``target`` per draw (e.g. a fitted model's draw)."""
         total = self.total

@@ -142,3 +142,24 @@ def test_between_channel_share_matches_simulated_within_channel_spread(spec, sha
         assert np.mean(pooled - within) > 0.3 * pooled.mean()
         # the simulated spread is about the realised layer mean, which itself varies by 1/8 of it (8 channels)
         assert np.mean(share * sigma**2) * 7 / 8 == pytest.approx(np.mean(pooled - within), rel=0.15)
+
+
+def test_a_networks_gain_on_carried_kinks_has_mean_one_and_follows_its_slopes():
+    """A slope jump is mapped like a slope: after a random linear block the carried kinks scale with the square
+    root of the realised slope factor, after a ReLU with its realised share of slope; over networks the mean is 1."""
+    n = 20_000
+    cols = _stage_columns(smpstats.build_chain("linear(out_features=16) | relu | softplus", (N_IN,)))
+    mu, sigma, sigma_dot = np.full(n, 0.3), np.ones(n), np.full(n, 1 / 0.15)
+    width_state, rng = FiniteWidth.of_inputs(sigma, sigma_dot, 1.0, N_IN), np.random.default_rng(4)
+    mean_field = propagate_moments("linear", cols[0], mu, sigma, sigma_dot)
+    *lin, _, lin_gain = width_state.step("linear", cols[0], (mu, sigma, sigma_dot), mean_field, rng, 1.0)
+    relu_mf = propagate_moments("relu", cols[1], *lin)
+    *rel, _, relu_gain = width_state.step("relu", cols[1], tuple(lin), relu_mf, rng, 1.0)
+    *_, smooth_gain = width_state.step("softplus", cols[2], tuple(rel), propagate_moments("softplus", cols[2], *rel),
+                                       rng, 1.0)
+    for gain in (lin_gain, relu_gain):
+        assert gain.mean() == pytest.approx(1.0, abs=0.01) and np.log(gain).std() > 0.05
+    slope_factor = lin[2] / mean_field[2]
+    np.testing.assert_allclose(lin_gain / slope_factor, (lin_gain / slope_factor)[0])  # one constant: its mean
+    np.testing.assert_allclose(relu_gain, (rel[2] / relu_mf[2]) ** 2)
+    np.testing.assert_array_equal(smooth_gain, 1.0)
