@@ -316,8 +316,10 @@ def predict_chain(
         (:class:`smpstats.kink_state.KinkState`: a Poisson number of events
         per generation, whose sizes grow more uneven with every block they
         pass). In the analytic mode only: a fitted model's predictive draw
-        has the trial-to-trial spread of its training blocks. False gives
-        the expected SMP of each draw's network and input parameters.
+        has the trial-to-trial spread of its training blocks. With given
+        weights (a module), the new events of each stage are counted per
+        path and carried on. False gives the expected SMP of each draw's
+        network and input parameters.
     sample_module : bool, default=True
         For a module with given weights: push points of the input family
         through the module for each stage's moments
@@ -435,7 +437,14 @@ def predict_chain(
             kinks.add_new(new, born=cols["stage"], events=_new_events(cols, rows, new))
             smp_out = kinks.total
         else:
-            smp_out = np.asarray(rows["smp_in"], dtype=float) if cols["block"] == "flatten" else theory_out
+            if cols["block"] == "flatten":
+                smp_out = np.asarray(rows["smp_in"], dtype=float)
+            elif transported is not None:  # given weights: the path's count of new events; older ones as carried
+                events = _new_events(cols, rows, new)
+                new = new * kinks.path_factor(np.divide(4 / math.pi, events, out=np.zeros_like(new), where=events > 0))
+                smp_out = new + carried
+            else:
+                smp_out = theory_out
             kinks.add_new(new, born=cols["stage"])
             kinks.rescale(smp_out)
         stage_rows.append({"stage": cols["stage"], "block": cols["block"], "block_spec": cols["block_spec"],

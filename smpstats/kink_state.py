@@ -245,11 +245,12 @@ class KinkState:
         if events is not None:
             g.events = np.broadcast_to(np.asarray(events, dtype=float), (self.n_draws,)).copy()
             g.size2 = np.broadcast_to(np.asarray(size2, dtype=float), (self.n_draws,)).copy()
-            g.amount = g.amount * self._gamma_factor(g.relative_variance())
+            g.amount = g.amount * self.path_factor(g.relative_variance())
         self.generations.append(g)
 
-    def _gamma_factor(self, variance: np.ndarray) -> np.ndarray:
-        """Mean-1 Gamma factors of the given variance per draw (1 without a generator or where the variance is 0)."""
+    def path_factor(self, variance) -> np.ndarray:
+        """One path's factor on an expected SMP, per draw: mean-1 Gamma of the given relative variance, shape
+        (n_draws,) (1 without a generator, or where the variance is 0)."""
         if self.rng is None:
             return np.ones(self.n_draws)
         variance = np.maximum(np.asarray(variance, dtype=float), 0.0)
@@ -264,7 +265,7 @@ class KinkState:
             return
         before = g.relative_variance()
         g.size2 = g.size2 * (1.0 + np.maximum(v, 0.0))
-        g.amount = g.amount * self._gamma_factor((1.0 + g.relative_variance()) / (1.0 + before) - 1.0)
+        g.amount = g.amount * self.path_factor((1.0 + g.relative_variance()) / (1.0 + before) - 1.0)
 
     def scale(self, factor) -> None:
         """Multiply every generation's SMP by ``factor`` (per draw), e.g. one network's gain on its carried kinks."""
