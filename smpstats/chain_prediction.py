@@ -11,7 +11,10 @@ model: the theory (fast analytic mode) or a fitted model from
 :func:`smpstats.fit` (statistical mode, with parameter and trial-to-trial
 uncertainty, one independent predictive draw per Monte Carlo draw).
 Between blocks, :class:`smpstats.kink_state.KinkState` follows how kinks
-spread over units and partly cancel when later affine maps sum them.
+spread over units and partly cancel when later affine maps sum them; the
+kinks a network carries scale with that network's own gains (mean 1 over
+networks), and in the analytic mode each draw is also one path, with its
+own finite number of kink events (``path_noise``).
 :func:`smpstats.default_model` provides fitted models of the standard
 blocks (``model="regression"`` or ``"bayes"``).
 
@@ -280,7 +283,9 @@ def predict_chain(
         optional ``smp`` (input SMP per unit) and ``path_length``.
     model : {"theory", "regression", "bayes"} or TransferModel, default="theory"
         "theory": analytic mode (mean-field moments, kink multiplicity and
-        the theory's SMP; the spread comes only from the input family).
+        the theory's SMP; the spread comes from the input family, the
+        finite width of each draw's network and, with ``path_noise``, its
+        path's finite number of kinks).
         "regression" / "bayes": the default fitted models of the standard
         blocks (:func:`smpstats.default_model`: shipped, or built on first
         use and cached). A model from :func:`smpstats.fit` or
@@ -340,7 +345,7 @@ def predict_chain(
 
     from .blocks import build_chain, format_spec
     from .chain_reading import given_weight_columns, read_chain
-    from .inputs import as_input_family
+    from .inputs import as_input_family, realised_path_moments
     from .finite_width import FiniteWidth
     from .mean_field import between_channel_share, propagate_moments
     from .kink_transport import given_weight_smp
@@ -376,6 +381,11 @@ def predict_chain(
     dt = length / (n_points - 1)
     # given weights: every stage's moments from points of the input family pushed through the module
     sampled = transported = None
+    if given and propagate and sample_module and path_noise and isinstance(model, str):
+        # one network: what varies from draw to draw is the path, and a finite path does not realise its family's
+        # moments (the theory's draws of random networks already spread for it)
+        mu, sigma, sigma_dot = realised_path_moments(mu, sigma, sigma_dot, length, int(np.prod(chain.input_shape)),
+                                                     np.random.default_rng([seed, 2]))
     if given and propagate and sample_module:
         sampled = sampled_stage_moments(chain, mu, sigma, sigma_dot, seed=seed)
         transported = given_weight_smp(chain, mu, sigma, sigma_dot, smp, length, seed=seed)

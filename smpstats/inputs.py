@@ -31,6 +31,7 @@ from .errors import InputError
 from .processes import RandomKinks, sample_random_kinks, se_fourier_modes
 
 __all__ = ["InputFamily", "InputDraw", "SmoothInputs", "KinkedInputs", "SegmentInputs", "as_input_family",
+           "realised_path_moments",
            "INPUT_FAMILIES"]
 
 
@@ -297,3 +298,46 @@ def as_input_family(path: Any) -> InputFamily:
         f"path must be one of {', '.join(repr(k) for k in INPUT_FAMILIES)} or an InputFamily "
         f"(e.g. smpstats.inputs.KinkedInputs(kink_rate=(1, 10))); got {path!r}."
     )
+
+
+def realised_path_moments(mu, sigma, sigma_dot, length: float, n_units: int, rng: np.random.Generator,
+                          n_grid: int = 257) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled mean, std and RMS slope of one drawn path per row, as :class:`SmoothInputs` draws its paths.
+
+    Over a path of finite ``length`` the ``n_units`` independent SE processes
+    (mean ``mu``, std ``sigma``, length scale ``sigma / sigma_dot``) do not
+    realise their parameters: the pooled second moment of a path has relative
+    variance about ``2 / (n_units K)``, ``K = length / (l sqrt(pi))`` effective
+    samples per unit, its slope mean square about ``1.5 / (n_units K)``, the
+    two correlated (about 0.6). Each row's path is drawn from the family's
+    Fourier modes (:func:`smpstats.processes.se_fourier_modes`), values and
+    exact slopes on ``n_grid`` points.
+
+    Parameters
+    ----------
+    mu, sigma, sigma_dot : arrays, shape (n_rows,)
+        The family's parameters per row (sigma and sigma_dot > 0).
+    length : float
+        Path length (time units).
+    n_units : int
+        Independent input units.
+    rng : numpy.random.Generator
+    n_grid : int, default=257
+        Points per path at which the moments are taken.
+
+    Returns
+    -------
+    (mu, sigma, sigma_dot) : arrays, shape (n_rows,)
+        The realised pooled mean, pooled std (about the pooled mean) and RMS slope.
+    """
+    mu, sigma, sigma_dot = (np.asarray(v, dtype=float) for v in (mu, sigma, sigma_dot))
+    t = np.linspace(0.0, float(length), int(n_grid))
+    out = np.empty((3, len(mu)))
+    for i, (m, s, sd) in enumerate(zip(mu, sigma, sigma_dot)):
+        modes = se_fourier_modes(float(length), s / sd)
+        phase = np.multiply.outer(t, modes.omega)
+        slope_basis = np.concatenate([-np.sin(phase), np.cos(phase)], axis=-1) * np.tile(modes.amplitude * modes.omega, 2)
+        z = rng.standard_normal((2 * len(modes.omega), int(n_units)))
+        x, dx = modes.basis(t) @ z, slope_basis @ z
+        out[:, i] = m + s * x.mean(), s * x.std(), s * np.sqrt(np.mean(dx**2))
+    return out[0], out[1], out[2]

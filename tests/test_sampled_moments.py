@@ -92,3 +92,28 @@ def test_interpolated_moments_match_each_draw_computed_alone():
     together = sampled_stage_moments(chain, mu, sigma, sd)
     alone = np.stack([sampled_stage_moments(chain, mu[[d]], sigma[[d]], sd[[d]])[..., 0] for d in range(6)], axis=-1)
     np.testing.assert_allclose(together, alone, rtol=0.03, atol=1e-3)
+
+
+@pytest.mark.parametrize("length_scale, n_units", [(0.2, 8), (0.05, 4)])
+def test_realised_path_moments_scatter_like_drawn_paths(length_scale, n_units):
+    """A finite path does not realise its family's moments: the relative variance of its pooled second moment
+    is about 2 / (n K), K = T / (l sqrt(pi)); drawn paths of SmoothInputs scatter the same way."""
+    from smpstats.inputs import SmoothInputs, realised_path_moments
+
+    n = 1500
+    family = SmoothInputs(mu=(0.3, 0.3), sigma=(1.0, 1.0), length_scale=(length_scale, length_scale))
+    rng = np.random.default_rng(0)
+    drawn = np.empty((3, n))
+    for i in range(n):
+        x = family.draw(513, n_units, rng).x  # (n_points, n_units)
+        dt = 1.0 / 512
+        drawn[:, i] = x.mean(), x.std(), np.sqrt(np.mean(np.gradient(x, dt, axis=0)[1:-1] ** 2))
+    ones = np.ones(n)
+    real = np.array(realised_path_moments(0.3 * ones, ones, ones / length_scale, 1.0, n_units, np.random.default_rng(1)))
+    for a, b in zip(real, drawn):
+        assert a.mean() == pytest.approx(b.mean(), rel=0.03, abs=0.02)
+        assert a.std() == pytest.approx(b.std(), rel=0.12)
+    k = 1.0 / (length_scale * np.sqrt(np.pi))
+    assert np.var(real[1] ** 2) / np.mean(real[1] ** 2) ** 2 == pytest.approx(2 / (n_units * k), rel=0.25)
+    assert np.corrcoef(np.log(real[1]), np.log(real[2]))[0, 1] == pytest.approx(
+        np.corrcoef(np.log(drawn[1]), np.log(drawn[2]))[0, 1], abs=0.1)
