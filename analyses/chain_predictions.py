@@ -16,15 +16,17 @@ batch norm):
    model: the theory's mean per stage as a point forecast, whose CRPS is
    its mean absolute error) and per-block regression chained without the
    propagated state. The analytic mode (theory with the spread of the input
-   family and of finite-width networks) is scored beside them.
+   family, of finite-width networks and of paths) is scored beside them.
 4. Where predictions break: very narrow layers, deep max-pool stacks, and
    trained weights (a ReLU MLP and a small CNN trained here; their
    moments from points pushed through the network against mean-field
    moments that assume independent units).
 
-The predictions use the finite-width moments (``finite_width=True``, the
-default of :func:`smpstats.predict_chain`: each Monte Carlo draw realises
-one random network's pooled moments).
+The predictions use the defaults of :func:`smpstats.predict_chain`:
+finite-width moments (``finite_width=True``: each Monte Carlo draw
+realises one random network's pooled moments and its gains on the kinks it
+carries) and, in the analytic mode, one path per draw (``path_noise=True``:
+its own finite number of kink events).
 
 Ground truth: :func:`smpstats.simulate` with ``method="exact"`` walks the
 polyline through 513 points of each smooth input path and records every kink
