@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Predict the SMP per unit after every stage of a chain of blocks (smpstats.predict_chain): "
             "mean-field moments and kink multiplicity (a kink reaching a layer through many paths partly "
-            "cancels) through the blocks and, per stage, the theory's SMP or a fitted transfer model's "
+            "cancels) through the blocks, each Monte Carlo draw one random network of the init family on one input "
+            "path, and, per stage, the theory's SMP or a fitted transfer model's "
             "predictive distribution (--model: 'regression' and 'bayes' are the default models of the standard "
             "blocks, or a file from 'smpstats fit'). Prints the per-stage table (or JSON) and can write a figure "
             "of the intervals per stage; --compare N also simulates N networks of the chain (exact SMP along "

@@ -305,9 +305,9 @@ structure the statistical tiers correct.
 ## 5. Predicting a whole network
 
 The network of section 2, predicted stage by stage without simulating it
-(`smpstats.predict_chain`: mean-field moments, kink multiplicity, and per
-block the theory or the default regression models shipped with the
-package), against {_chain_trials(n_trials)} simulated networks of the same architecture
+(`smpstats.predict_chain`: mean-field moments of one finite network per
+draw, kink multiplicity, each path's own kink events, and per block the
+theory or the default regression models shipped with the package), against {_chain_trials(n_trials)} simulated networks of the same architecture
 (fresh weights and smooth inputs each; exact SMP along the path). `ratio`
 is predicted over simulated mean SMP per unit; coverage is the share of
 simulated networks inside the predicted central intervals.

@@ -302,16 +302,22 @@ def as_input_family(path: Any) -> InputFamily:
 
 def realised_path_moments(mu, sigma, sigma_dot, length: float, n_units: int, rng: np.random.Generator,
                           n_grid: int = 257) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pooled mean, std and RMS slope of one drawn path per row, as :class:`SmoothInputs` draws its paths.
+    """Scale of one drawn path per row, as :class:`SmoothInputs` draws its paths: its std and RMS slope.
 
     Over a path of finite ``length`` the ``n_units`` independent SE processes
     (mean ``mu``, std ``sigma``, length scale ``sigma / sigma_dot``) do not
-    realise their parameters: the pooled second moment of a path has relative
+    realise their parameters: the pooled variance of a path has relative
     variance about ``2 / (n_units K)``, ``K = length / (l sqrt(pi))`` effective
     samples per unit, its slope mean square about ``1.5 / (n_units K)``, the
     two correlated (about 0.6). Each row's path is drawn from the family's
     Fourier modes (:func:`smpstats.processes.se_fourier_modes`), values and
-    exact slopes on ``n_grid`` points.
+    exact slopes on ``n_grid`` points, and its variance and slope mean square
+    are divided by their expectations (``sigma**2 (1 - s / n_units)``, ``s``
+    the share of a unit's variance in its time mean,
+    :func:`smpstats.finite_width.path_static_share`, and ``sigma_dot**2``):
+    factors of mean 1 on the family's ``sigma**2`` and ``sigma_dot**2``, so
+    that formulas of the family's parameters stay unbiased on average. The
+    mean is the family's (where a path lies is not a pooled moment).
 
     Parameters
     ----------
@@ -328,16 +334,21 @@ def realised_path_moments(mu, sigma, sigma_dot, length: float, n_units: int, rng
     Returns
     -------
     (mu, sigma, sigma_dot) : arrays, shape (n_rows,)
-        The realised pooled mean, pooled std (about the pooled mean) and RMS slope.
+        The family's mean, and the path's pooled std and RMS slope (their squares of mean ``sigma**2`` and
+        ``sigma_dot**2``).
     """
+    from .finite_width import path_static_share
+
     mu, sigma, sigma_dot = (np.asarray(v, dtype=float) for v in (mu, sigma, sigma_dot))
     t = np.linspace(0.0, float(length), int(n_grid))
-    out = np.empty((3, len(mu)))
-    for i, (m, s, sd) in enumerate(zip(mu, sigma, sigma_dot)):
+    static = path_static_share(sigma, sigma_dot, float(length))
+    var_factor, slope_factor = np.empty(len(mu)), np.empty(len(mu))
+    for i, (s, sd) in enumerate(zip(sigma, sigma_dot)):
         modes = se_fourier_modes(float(length), s / sd)
         phase = np.multiply.outer(t, modes.omega)
         slope_basis = np.concatenate([-np.sin(phase), np.cos(phase)], axis=-1) * np.tile(modes.amplitude * modes.omega, 2)
         z = rng.standard_normal((2 * len(modes.omega), int(n_units)))
-        x, dx = modes.basis(t) @ z, slope_basis @ z
-        out[:, i] = m + s * x.mean(), s * x.std(), s * np.sqrt(np.mean(dx**2))
-    return out[0], out[1], out[2]
+        x, dx = modes.basis(t) @ z, slope_basis @ z  # unit variance, slopes of mean square (sd / s)**2
+        var_factor[i] = x.var() / (1.0 - static[i] / n_units)
+        slope_factor[i] = np.mean(dx**2) / (sd / s) ** 2
+    return mu.copy(), sigma * np.sqrt(var_factor), sigma_dot * np.sqrt(slope_factor)

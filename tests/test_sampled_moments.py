@@ -98,6 +98,7 @@ def test_interpolated_moments_match_each_draw_computed_alone():
 def test_realised_path_moments_scatter_like_drawn_paths(length_scale, n_units):
     """A finite path does not realise its family's moments: the relative variance of its pooled second moment
     is about 2 / (n K), K = T / (l sqrt(pi)); drawn paths of SmoothInputs scatter the same way."""
+    from smpstats.finite_width import path_static_share
     from smpstats.inputs import SmoothInputs, realised_path_moments
 
     n = 1500
@@ -110,9 +111,14 @@ def test_realised_path_moments_scatter_like_drawn_paths(length_scale, n_units):
         drawn[:, i] = x.mean(), x.std(), np.sqrt(np.mean(np.gradient(x, dt, axis=0)[1:-1] ** 2))
     ones = np.ones(n)
     real = np.array(realised_path_moments(0.3 * ones, ones, ones / length_scale, 1.0, n_units, np.random.default_rng(1)))
-    for a, b in zip(real, drawn):
-        assert a.mean() == pytest.approx(b.mean(), rel=0.03, abs=0.02)
-        assert a.std() == pytest.approx(b.std(), rel=0.12)
+    np.testing.assert_array_equal(real[0], 0.3)  # the family's mean: where a path lies is not a pooled moment
+    # squares of mean sigma**2 and sigma_dot**2 (drawn paths: the variance about their own mean falls short by s / n)
+    static = path_static_share(1.0, 1 / length_scale, 1.0)
+    assert np.mean(real[1] ** 2) == pytest.approx(np.mean(drawn[1] ** 2) / (1 - static / n_units), rel=0.02)
+    assert np.mean(real[2] ** 2) == pytest.approx(np.mean(drawn[2] ** 2), rel=0.02)
+    assert np.mean(real[2] ** 2) == pytest.approx(1 / length_scale**2, rel=0.02)
+    for a, b in zip(real[1:], drawn[1:]):  # and their relative spread
+        assert np.std(a**2) / np.mean(a**2) == pytest.approx(np.std(b**2) / np.mean(b**2), rel=0.12)
     k = 1.0 / (length_scale * np.sqrt(np.pi))
     assert np.var(real[1] ** 2) / np.mean(real[1] ** 2) ** 2 == pytest.approx(2 / (n_units * k), rel=0.25)
     assert np.corrcoef(np.log(real[1]), np.log(real[2]))[0, 1] == pytest.approx(
