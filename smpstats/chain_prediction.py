@@ -322,9 +322,11 @@ def predict_chain(
         per generation, whose sizes grow more uneven with every block they
         pass). In the analytic mode only: a fitted model's predictive draw
         has the trial-to-trial spread of its training blocks. With given
-        weights (a module), the new events of each stage are counted per
-        path and carried on. False gives the expected SMP of each draw's
-        network and input parameters.
+        weights (a module) each draw's input has one finite path's
+        realised std and RMS slope
+        (:func:`smpstats.inputs.realised_path_moments`), and the new events
+        of each stage are counted per path and carried on. False gives the
+        expected SMP of each draw's network and input parameters.
     sample_module : bool, default=True
         For a module with given weights: push points of the input family
         through the module for each stage's moments
