@@ -314,7 +314,7 @@ def predict_chain(
         finite number of units a ReLU averages over), so that they walk
         randomly with depth as in real networks of finite width. False keeps
         the deterministic mean-field moments (the infinite-width limit).
-        Stages with given weights are deterministic either way.
+        Stages with given weights draw no network either way.
     path_noise : bool, default=True
         Each draw is also one path: its SMP scatters about the expectation
         because a path holds a finite number of kink events of random sizes
