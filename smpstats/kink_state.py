@@ -251,12 +251,14 @@ class KinkState:
     def path_factor(self, variance) -> np.ndarray:
         """One path's factor on an expected SMP, per draw: mean-1 Gamma of the given relative variance, shape
         (n_draws,) (1 without a generator, or where the variance is 0)."""
+        out = np.ones(self.n_draws)
         if self.rng is None:
-            return np.ones(self.n_draws)
-        variance = np.maximum(np.asarray(variance, dtype=float), 0.0)
-        shape = np.divide(1.0, variance, out=np.full_like(variance, np.inf), where=variance > 0)
-        out = self.rng.gamma(np.where(np.isfinite(shape), shape, 1.0), 1.0) / np.where(np.isfinite(shape), shape, 1.0)
-        return np.where(np.isfinite(shape), out, 1.0)
+            return out
+        variance = np.broadcast_to(np.asarray(variance, dtype=float), (self.n_draws,))
+        noisy = variance > 0
+        shape = 1.0 / variance[noisy]
+        out[noisy] = self.rng.gamma(shape) / shape
+        return out
 
     def _grow_size2(self, g: Generation, v: np.ndarray) -> None:
         """Events' sizes became random multiples (relative variance ``v``) of what they were: grow ``size2``

@@ -131,8 +131,9 @@ def plot_refinement(table):
 def plot_chain_prediction(prediction, observed=None, ax=None):
     """Predicted SMP per unit after each stage of a chain: median, 50 % and 90 % intervals (log scale).
 
-    ``observed``: optional simulate table of the same chain; its per-network
-    values are drawn as points beside each interval, their mean as a cross.
+    ``observed``: optional simulate table of the same chain; its per-trial
+    values (networks, or paths of one given network) are drawn as points
+    beside each interval, their mean as a cross.
     """
     plt = _pyplot()
     frame = prediction.to_frame()
@@ -150,7 +151,7 @@ def plot_chain_prediction(prediction, observed=None, ax=None):
             values = values[values > 0]
             if len(values):
                 ax.plot(i + 0.22 + rng.uniform(-0.06, 0.06, len(values)), values, ".", color="C1", ms=2, alpha=0.4,
-                        label="simulated networks" if i == int(np.argmax(positive)) else None)
+                        label="simulated trials" if i == int(np.argmax(positive)) else None)
                 ax.plot(i + 0.22, values.mean(), "x", color="C3", ms=7, mew=2,
                         label="simulated mean" if i == int(np.argmax(positive)) else None)
     ax.vlines(x[positive], frame["lower_90"][positive], frame["upper_90"][positive], color="C0", lw=2, alpha=0.4,

@@ -327,3 +327,21 @@ def test_spread_of_a_deep_mlp_grows_with_depth_like_simulated_networks():
     assert spread[5] > 1.1 * spread[1]
     lo, hi = pred.predictive[5].interval(0.9)
     assert 0.82 <= np.mean((np.exp(obs) >= lo[0]) & (np.exp(obs) <= hi[0])) <= 0.97
+
+
+def test_path_noise_counts_the_kinks_of_a_kinked_input():
+    """Kinked inputs hold a Poisson number of kinks with normal jumps (|J| half-normal: E J**2 / (E|J|)**2 = pi/2);
+    a linear block carries them, so each path's SMP scatters by that count on top of the family's parameters."""
+    from smpstats.inputs import KinkedInputs
+
+    family = KinkedInputs(mu=(0.0, 0.0), sigma=(1.0, 1.0), length_scale=(0.2, 0.2), kink_rate=(3.0, 3.0),
+                          jump_ratio=(0.5, 0.5))
+    sim = smpstats.simulate("linear(out_features=8)", 300, seed=2, input_shape=(4,), n_points=513, path=family,
+                            method="exact")
+    obs = sim["smp_out"].to_numpy()
+    noisy = predict_chain("linear(out_features=8)", input_shape=(4,), path=family, n_draws=4000, seed=1).draws[0]
+    quiet = predict_chain("linear(out_features=8)", input_shape=(4,), path=family, n_draws=4000, seed=1,
+                          path_noise=False).draws[0]
+    assert noisy.mean() == pytest.approx(obs.mean(), rel=0.1)
+    cv = [d.std() / d.mean() for d in (noisy, quiet, obs)]
+    assert cv[0] == pytest.approx(cv[2], rel=0.3) and cv[1] < 0.7 * cv[2]
