@@ -263,6 +263,7 @@ def predict_chain(
     finite_width: bool = True,
     sample_module: bool = True,
     path_noise: bool = True,
+    path_templates: int = 64,
 ) -> ChainPrediction:
     """Predict the SMP per unit after every stage of a chain, with its predictive distribution.
 
@@ -324,9 +325,17 @@ def predict_chain(
         has the trial-to-trial spread of its training blocks. With given
         weights (a module) each draw's input has one finite path's
         realised std and RMS slope
-        (:func:`smpstats.inputs.realised_path_moments`), and the new events
-        of each stage are counted per path and carried on. False gives the
-        expected SMP of each draw's network and input parameters.
+        (:func:`smpstats.inputs.realised_path_moments`), where the path lies
+        spreads the SMP (``path_templates``), and the new events of each
+        stage are counted per path and carried on. False gives the expected
+        SMP of each draw's network and input parameters.
+    path_templates : int, default=64
+        With given weights and ``path_noise``: paths at whose own points the
+        module's births and their transport are computed
+        (:func:`smpstats.kink_transport.path_location_factors`; each costs
+        about a grid point of ``sample_module``), so that the draws spread
+        as paths through the network do; each other draw takes one of
+        their factors at random. 0: none.
     sample_module : bool, default=True
         For a module with given weights: push points of the input family
         through the module for each stage's moments
@@ -350,7 +359,7 @@ def predict_chain(
     from .inputs import as_input_family, realised_path_moments
     from .finite_width import FiniteWidth
     from .mean_field import between_channel_share, propagate_moments
-    from .kink_transport import given_weight_smp
+    from .kink_transport import given_weight_smp, path_location_factors
     from .sampled_moments import sampled_stage_moments
     from .simulation import _default_input_shape, _stage_columns
     from .theory_terms import RECTIFIER_INPUT_COLUMNS, _rectifier_slope, theory_term_arrays
@@ -358,6 +367,7 @@ def predict_chain(
 
     n_draws = check_int(n_draws, "n_draws", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
+    path_templates = check_int(path_templates, "path_templates", minimum=0)
     propagate, finite_width, sample_module, path_noise = (check_bool(v, name) for v, name in (
         (propagate, "propagate"), (finite_width, "finite_width"), (sample_module, "sample_module"),
         (path_noise, "path_noise")))
@@ -382,15 +392,27 @@ def predict_chain(
     mu, sigma, sigma_dot, smp = state["mu"], state["sigma"], state["sigma_dot"], state["smp"]
     dt = length / (n_points - 1)
     # given weights: every stage's moments from points of the input family pushed through the module
-    sampled = transported = None
+    sampled = transported = location = None
+    templates, paths = np.arange(0), {}
     if given and propagate and sample_module and path_noise and isinstance(model, str):
         # one network: what varies from draw to draw is the path, and a finite path does not realise its family's
-        # moments (the theory's draws of random networks already spread for it)
-        mu, sigma, sigma_dot = realised_path_moments(mu, sigma, sigma_dot, length, int(np.prod(chain.input_shape)),
-                                                     np.random.default_rng([seed, 2]))
+        # moments (the theory's draws of random networks already spread for it), nor does it lie where they do
+        path_rng = np.random.default_rng([seed, 2])
+        templates = np.sort(path_rng.choice(n_draws, min(path_templates, n_draws), replace=False))
+        mu, sigma, sigma_dot, paths = realised_path_moments(mu, sigma, sigma_dot, length,
+                                                            int(np.prod(chain.input_shape)), path_rng, keep=templates)
     if given and propagate and sample_module:
         sampled = sampled_stage_moments(chain, mu, sigma, sigma_dot, seed=seed)
         transported = given_weight_smp(chain, mu, sigma, sigma_dot, smp, length, seed=seed)
+        if len(templates):
+            factors = path_location_factors(chain, [paths[i] for i in templates], transported.births[:, templates],
+                                            length, np.random.default_rng([seed, 3]))
+            # each template keeps its own; the other draws take the templates' in equal shares, in random order
+            pick = np.empty(n_draws, dtype=int)
+            pick[templates] = np.arange(len(templates))
+            others = np.setdiff1d(np.arange(n_draws), templates)
+            pick[others] = path_rng.permutation(np.resize(np.arange(len(templates)), len(others)))
+            location = factors[:, pick]  # (n_stages, n_draws)
     width = FiniteWidth.of_inputs(sigma, sigma_dot, length, int(np.prod(chain.input_shape))) \
         if finite_width and propagate and not given else None
     # one path per draw: a separate stream, so that the networks drawn do not change with path_noise
@@ -438,6 +460,11 @@ def predict_chain(
                 # carried in proportion to this draw's input SMP (a statistical model's draw, or the theory's)
                 carried = (transported.total[k - 1] - new) * np.divide(smp, before, out=np.ones_like(smp),
                                                                        where=before > 0)
+                if location is not None:  # where the path lies: the smp above carries the stage before's factor
+                    before_factor = location[k - 2] if k > 1 else np.ones(n_draws)
+                    new = new * location[k - 1]
+                    carried = carried * np.divide(location[k - 1], before_factor, out=location[k - 1].copy(),
+                                                  where=before_factor > 0)
             theory_out = new + carried
             # the input SMP for which the per-unit rules of the statistical models give the carried SMP
             rows["smp_in"] = np.divide(carried * smp, per_unit, out=np.zeros_like(smp), where=per_unit > 0)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from .errors import InputError
 from .processes import RandomKinks, sample_random_kinks, se_fourier_modes
 
 __all__ = ["InputFamily", "InputDraw", "SmoothInputs", "KinkedInputs", "SegmentInputs", "as_input_family",
-           "realised_path_moments",
+           "realised_path_moments", "RealisedPaths",
            "INPUT_FAMILIES"]
 
 
@@ -300,8 +300,19 @@ def as_input_family(path: Any) -> InputFamily:
     )
 
 
+class RealisedPaths(NamedTuple):
+    """What :func:`realised_path_moments` returns: per row the family's mean and the path's std and RMS
+    slope, arrays (n_rows,); and for the rows asked to keep, row -> (values, slopes), arrays
+    (n_grid, n_units) in the family's units (the path's points, in time order)."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    sigma_dot: np.ndarray
+    paths: dict[int, tuple[np.ndarray, np.ndarray]]
+
+
 def realised_path_moments(mu, sigma, sigma_dot, length: float, n_units: int, rng: np.random.Generator,
-                          n_grid: int = 257) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                          n_grid: int = 257, keep: Any = ()) -> RealisedPaths:
     """Scale of one drawn path per row, as :class:`SmoothInputs` draws its paths: its std and RMS slope.
 
     Over a path of finite ``length`` the ``n_units`` independent SE processes
@@ -317,7 +328,8 @@ def realised_path_moments(mu, sigma, sigma_dot, length: float, n_units: int, rng
     :func:`smpstats.finite_width.path_static_share`, and ``sigma_dot**2``):
     factors of mean 1 on the family's ``sigma**2`` and ``sigma_dot**2``, so
     that formulas of the family's parameters stay unbiased on average. The
-    mean is the family's (where a path lies is not a pooled moment).
+    mean is the family's (where a path lies is not a pooled moment; the
+    paths of the rows in ``keep`` are returned for what depends on it).
 
     Parameters
     ----------
@@ -330,20 +342,25 @@ def realised_path_moments(mu, sigma, sigma_dot, length: float, n_units: int, rng
     rng : numpy.random.Generator
     n_grid : int, default=257
         Points per path at which the moments are taken.
+    keep : iterable of int, default=()
+        Rows whose paths to return.
 
     Returns
     -------
-    (mu, sigma, sigma_dot) : arrays, shape (n_rows,)
-        The family's mean, and the path's pooled std and RMS slope (their squares of mean ``sigma**2`` and
-        ``sigma_dot**2``).
+    RealisedPaths
+        ``(mu, sigma, sigma_dot, paths)``: the family's mean, the path's
+        pooled std and RMS slope (their squares of mean ``sigma**2`` and
+        ``sigma_dot**2``), and the kept rows' paths.
     """
     from .finite_width import path_static_share
 
     mu, sigma, sigma_dot = (np.asarray(v, dtype=float) for v in (mu, sigma, sigma_dot))
+    keep = {int(k) for k in keep}
     t = np.linspace(0.0, float(length), int(n_grid))
     static = path_static_share(sigma, sigma_dot, float(length))
     var_factor, slope_factor = np.empty(len(mu)), np.empty(len(mu))
-    for i, (s, sd) in enumerate(zip(sigma, sigma_dot)):
+    paths = {}
+    for i, (m, s, sd) in enumerate(zip(mu, sigma, sigma_dot)):
         modes = se_fourier_modes(float(length), s / sd)
         phase = np.multiply.outer(t, modes.omega)
         slope_basis = np.concatenate([-np.sin(phase), np.cos(phase)], axis=-1) * np.tile(modes.amplitude * modes.omega, 2)
@@ -351,4 +368,6 @@ def realised_path_moments(mu, sigma, sigma_dot, length: float, n_units: int, rng
         x, dx = modes.basis(t) @ z, slope_basis @ z  # unit variance, slopes of mean square (sd / s)**2
         var_factor[i] = x.var() / (1.0 - static[i] / n_units)
         slope_factor[i] = np.mean(dx**2) / (sd / s) ** 2
-    return mu.copy(), sigma * np.sqrt(var_factor), sigma_dot * np.sqrt(slope_factor)
+        if i in keep:
+            paths[i] = (m + s * x, s * dx)
+    return RealisedPaths(mu.copy(), sigma * np.sqrt(var_factor), sigma_dot * np.sqrt(slope_factor), paths)

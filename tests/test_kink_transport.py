@@ -91,3 +91,63 @@ def test_correlated_neighbours_switch_as_the_correlated_pair_formula_says():
     want = theory.maxpool_expected_smp(2, 0.0, norm, 4.0 * norm, 1.0, rho=0.6 / 1.36)
     assert got == pytest.approx(float(want), rel=1e-6)
     assert got < 0.9 * float(theory.maxpool_expected_smp(2, 0.0, norm, 4.0 * norm, 1.0))
+
+
+def _gate_network() -> nn.Sequential:
+    """relu(0.5 - relu(x) - relu(-x)) = relu(0.5 - |x|) of one input: the kinks born at x = 0 pass the last ReLU
+    only while |x| < 0.5, which holds whenever they are born."""
+    first, second = nn.Linear(1, 2), nn.Linear(2, 1)
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        first.bias.zero_()
+        second.weight.copy_(torch.tensor([[-1.0, -1.0]]))
+        second.bias.fill_(0.5)
+    return nn.Sequential(first, nn.ReLU(), second, nn.ReLU())
+
+
+def test_kinks_travel_through_the_jacobian_of_their_birth():
+    """A kink goes through the masks of the moment it is born: the first ReLU's kinks (x = 0, one per unit, slope
+    jump |x'|) all reach the output, 2 phi(0) sigma_dot^2 per unit time at x ~ N(0, 1); averaging the Jacobian over
+    all points would pass only P(|x| < 0.5) = 0.38 of them."""
+    from scipy.stats import norm
+
+    from smpstats import kink_transport
+
+    chain = read_chain(_gate_network(), (1,))
+    x = np.random.default_rng(0).standard_normal((4096, 1))
+    values = [torch.from_numpy(x)]
+    for stage in chain.stages:
+        values.append(stage.module(values[-1]).detach())
+    born = np.full(2, norm.pdf(0.0))  # Kac-Rice per unit at unit RMS slope
+    at_kinks = kink_transport._carry(chain, 2, values[2], born, np.random.default_rng(1),
+                                     kink_transport._birth_distance(chain.stages[1], values[1]))
+    everywhere = kink_transport._carry(chain, 2, values[2], born, np.random.default_rng(1))
+    assert at_kinks[-1] == pytest.approx(2 * norm.pdf(0.0), rel=0.08)
+    assert everywhere[-1] == pytest.approx(2 * norm.pdf(0.0) * (2 * norm.cdf(0.5) - 1), rel=0.15)
+    np.testing.assert_allclose(at_kinks[:2], everywhere[:2])  # the affine map passes them the same either way
+
+
+def test_path_location_factors_follow_the_exact_smp_of_each_path():
+    """With few input units, where a path lies decides which units cross 0: the factors computed at each path's
+    own points follow the exact SMP of the same paths (relative to the pooled expectation), and have mean 1."""
+    from smpstats.kink_transport import path_location_factors
+    from smpstats.simulation import _trial_rngs
+
+    torch.manual_seed(4)
+    module = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1))
+    family = SmoothInputs(mu=0.2, sigma=1.0, length_scale=0.25)
+    sim = smpstats.simulate(module, n_trials=40, seed=3, input_shape=(3,), path=family, n_points=513, method="exact")
+    paths = []
+    for seed in sim.loc[sim["stage"] == 1, "trial_seed"]:
+        draw = family.draw(513, 3, _trial_rngs(int(seed))[1])
+        paths.append((draw.x, np.gradient(draw.x, draw.dt, axis=0)))
+    chain = read_chain(module, (3,))
+    ones = np.ones(len(paths))
+    sigma = np.array([x.std() for x, _ in paths])
+    sigma_dot = np.array([np.sqrt(np.mean(v**2)) for _, v in paths])
+    pooled = given_weight_smp(chain, 0.2 * ones, sigma, sigma_dot, 0 * ones, 1.0).births
+    factors = path_location_factors(chain, paths, pooled, 1.0, np.random.default_rng(0))
+    np.testing.assert_allclose(factors.mean(axis=1), 1.0)
+    exact = sim[sim["stage"] == 5].sort_values("trial")["smp_out"].to_numpy() / pooled[-1]
+    assert np.std(np.log(factors[-1])) > 0.2
+    assert np.corrcoef(np.log(factors[-1]), np.log(exact))[0, 1] > 0.75
