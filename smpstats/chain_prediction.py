@@ -332,10 +332,10 @@ def predict_chain(
     path_templates : int, default=64
         With given weights and ``path_noise``: paths at whose own points the
         module's births and their transport are computed
-        (:func:`smpstats.kink_transport.path_location_factors`; each costs
-        about a grid point of ``sample_module``), so that the draws spread
-        as paths through the network do; each other draw takes one of
-        their factors at random. 0: none.
+        (:func:`smpstats.kink_transport.path_location_factors`: births at
+        each path's points, carried by one shared per-unit transport), so
+        that the draws spread as paths through the network do; the other
+        draws take their factors in equal shares. 0: none.
     sample_module : bool, default=True
         For a module with given weights: push points of the input family
         through the module for each stage's moments
@@ -405,8 +405,8 @@ def predict_chain(
         sampled = sampled_stage_moments(chain, mu, sigma, sigma_dot, seed=seed)
         transported = given_weight_smp(chain, mu, sigma, sigma_dot, smp, length, seed=seed)
         if len(templates):
-            factors = path_location_factors(chain, [paths[i] for i in templates], transported.births[:, templates],
-                                            length, np.random.default_rng([seed, 3]))
+            factors = path_location_factors(chain, [paths[i] for i in templates], mu[templates], sigma[templates],
+                                            sigma_dot[templates], np.random.default_rng([seed, 3]))
             # each template keeps its own; the other draws take the templates' in equal shares, in random order
             pick = np.empty(n_draws, dtype=int)
             pick[templates] = np.arange(len(templates))

@@ -145,8 +145,8 @@ def test_path_location_factors_follow_the_exact_smp_of_each_path():
     ones = np.ones(len(paths))
     sigma = np.array([x.std() for x, _ in paths])
     sigma_dot = np.array([np.sqrt(np.mean(v**2)) for _, v in paths])
-    pooled = given_weight_smp(chain, 0.2 * ones, sigma, sigma_dot, 0 * ones, 1.0).births
-    factors = path_location_factors(chain, paths, pooled, 1.0, np.random.default_rng(0))
+    pooled = given_weight_smp(chain, 0.2 * ones, sigma, sigma_dot, 0 * ones, 1.0).total
+    factors = path_location_factors(chain, paths, 0.2 * ones, sigma, sigma_dot, np.random.default_rng(0))
     np.testing.assert_allclose(factors.mean(axis=1), 1.0)
     exact = sim[sim["stage"] == 5].sort_values("trial")["smp_out"].to_numpy() / pooled[-1]
     assert np.std(np.log(factors[-1])) > 0.2
