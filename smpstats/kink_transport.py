@@ -216,10 +216,13 @@ def _births(chain: Chain, values: list, slopes: list) -> list:
     (:func:`_birth_distance`)."""
     out = []
     for s, stage in enumerate(chain.stages, start=1):
-        pre, pre_dot = (values[s - 2], slopes[s - 2]) if s >= 2 and chain.stages[s - 2].name == "relu" else (None, None)
-        born = _born(stage, values[s - 1], slopes[s - 1], pre, pre_dot)
+        pre = pre_dot = None
+        pre_slope = 0.0
+        if s >= 2 and chain.stages[s - 2].name in ("relu", "leaky_relu", "prelu"):
+            pre, pre_dot, pre_slope = values[s - 2], slopes[s - 2], _negative_slope(chain.stages[s - 2])
+        born = _born(stage, values[s - 1], slopes[s - 1], pre, pre_dot, pre_slope)
         if born is not None:
-            out.append((s, stage, born, _birth_distance(stage, values[s - 1], pre)))
+            out.append((s, stage, born, _birth_distance(stage, values[s - 1], pre, pre_slope)))
     return out
 
 
@@ -238,16 +241,17 @@ def _at(chain: Chain, x: np.ndarray, x_dot: np.ndarray, rng: np.random.Generator
 
 
 def _born(stage, a: torch.Tensor, a_dot: torch.Tensor, pre: torch.Tensor | None = None,
-          pre_dot: torch.Tensor | None = None) -> np.ndarray | None:
+          pre_dot: torch.Tensor | None = None, pre_slope: float = 0.0) -> np.ndarray | None:
     """SMP per unit (unit time) each output unit of a kink-making stage is born with, or None.
 
-    ``pre``, ``pre_dot``: the pre-activations of a ReLU right before (max pooling of ReLU outputs switches
-    where two pre-activations tie above 0: ``max(relu(x)) = relu(max(x))``).
+    ``pre``, ``pre_dot``: the pre-activations of a rectifier right before, whose slope below 0 is ``pre_slope``
+    (max pooling of its outputs switches where two pre-activations tie: ``max(f(x)) = f(max(x))``, a jump
+    scaled by ``pre_slope`` where they tie below 0).
     """
     if stage.name not in BIRTH_BLOCKS:
         return None
     if stage.name.startswith("maxpool"):
-        per_window = _switches(stage, a, a_dot) if pre is None else _switches(stage, pre, pre_dot, positive=True)
+        per_window = _switches(stage, a, a_dot) if pre is None else _switches(stage, pre, pre_dot, pre_slope)
         if per_window is not None:
             return per_window
         # windows torch lays out otherwise (ceil_mode): the pooled formula
@@ -257,15 +261,19 @@ def _born(stage, a: torch.Tensor, a_dot: torch.Tensor, pre: torch.Tensor | None 
         return np.full(int(np.prod(stage.out_shape)), float(per_out))
     a, a_dot = a.reshape(a.shape[0], -1).numpy(), a_dot.reshape(a_dot.shape[0], -1).numpy()
     m, s, sd = a.mean(0), a.std(0), np.sqrt((a_dot**2).mean(0))
-    alpha = 0.0
-    if stage.name == "leaky_relu":
-        alpha = float(stage.module.negative_slope)
-    elif stage.name == "prelu":
-        alpha = float(stage.module.weight.detach().mean())
     live = s > 1e-12
     out = np.zeros_like(m)
-    out[live] = theory._leaky_relu_expected_smp(m[live], s[live], sd[live], 1.0, 0.0, alpha)
+    out[live] = theory._leaky_relu_expected_smp(m[live], s[live], sd[live], 1.0, 0.0, _negative_slope(stage))
     return out
+
+
+def _negative_slope(stage) -> float:
+    """Slope of a rectifier stage below 0 (a PReLU's mean slope)."""
+    if stage.name == "leaky_relu":
+        return float(stage.module.negative_slope)
+    if stage.name == "prelu":
+        return float(stage.module.weight.detach().mean())
+    return 0.0
 
 
 def _windows(stage, in_shape: tuple[int, ...]) -> np.ndarray:
@@ -288,13 +296,16 @@ def _windows(stage, in_shape: tuple[int, ...]) -> np.ndarray:
     return cols.numpy().astype(np.int64) - 1
 
 
-def _switches(stage, a: torch.Tensor, a_dot: torch.Tensor, positive: bool = False) -> np.ndarray | None:
+def _switches(stage, a: torch.Tensor, a_dot: torch.Tensor, below_zero: float | None = None
+              ) -> np.ndarray | None:
     """Switching SMP per output unit of max pooling (unit time), window by window (None: windows unknown).
 
     For each pair ``i, j`` of a window, Kac-Rice on ``d = a_i - a_j`` with
     its own mean, std and RMS slope (correlated neighbours, units' own
     means), times the share of points near the tie where the window's other
-    inputs lie below ``(a_i + a_j) / 2`` (and, with ``positive``, that value above 0).
+    inputs lie below ``(a_i + a_j) / 2``. With ``below_zero`` (``a`` the
+    pre-activations of a rectifier of that slope below 0), ties below 0
+    count that much (a ReLU's outputs tied at 0 do not switch).
     """
     win = _windows(stage, tuple(a.shape[1:]))
     if win.shape[0] != int(np.prod(stage.out_shape)):
@@ -309,25 +320,26 @@ def _switches(stage, a: torch.Tensor, a_dot: torch.Tensor, positive: bool = Fals
             d_dot = v[:, win[ok, i]] - v[:, win[ok, j]]
             m, sd_d, slope = d.mean(0), d.std(0), np.sqrt((d_dot**2).mean(0))
             rate = theory._kac_rice_density(m / np.where(sd_d > 0, sd_d, 1.0), sd_d, slope)
-            if k > 2 or positive:  # the others below the tie value (above 0), near the tie (kernel weights in d)
+            if k > 2 or below_zero is not None:  # the others below the tie value, near the tie (kernel in d)
                 tie = (x[:, win[ok, i]] + x[:, win[ok, j]]) / 2
                 others = [c for c in range(k) if c not in (i, j)]
                 rest = np.where(win[ok][:, others] >= 0, win[ok][:, others], 0)
-                below = np.all((x[:, rest] < tie[:, :, None]) | (win[ok][:, others] < 0)[None], axis=2)
-                if positive:
-                    below &= tie > 0
+                below = np.all((x[:, rest] < tie[:, :, None]) | (win[ok][:, others] < 0)[None], axis=2).astype(float)
+                if below_zero is not None:
+                    below *= np.where(tie > 0, 1.0, below_zero)
                 w = np.exp(-0.5 * (d / (0.25 * np.where(sd_d > 0, sd_d, 1.0))) ** 2)
                 rate = rate * (w * below).sum(0) / np.maximum(w.sum(0), 1e-300)
             out[ok] += rate
     return out
 
 
-def _birth_distance(stage, a: torch.Tensor, pre: torch.Tensor | None = None) -> np.ndarray | None:
+def _birth_distance(stage, a: torch.Tensor, pre: torch.Tensor | None = None, pre_slope: float = 0.0
+                    ) -> np.ndarray | None:
     """How far each output unit of a kink-making stage is from its kink at each point, (n_points, n_out).
 
     A rectifier's pre-activation; a max pool's gap between its window's two largest inputs (None where torch
-    lays the windows out otherwise), with ``pre`` (the pre-activations of a ReLU right before) between the
-    two largest of those, infinite where they tie below 0 (ReLU outputs tied at 0 do not switch).
+    lays the windows out otherwise), with ``pre`` (the pre-activations of a rectifier right before, of slope
+    ``pre_slope`` below 0) between the two largest of those, infinite where a ReLU's tie below 0 makes no kink.
     """
     if not stage.name.startswith("maxpool"):
         return a.reshape(a.shape[0], -1).numpy()
@@ -337,7 +349,7 @@ def _birth_distance(stage, a: torch.Tensor, pre: torch.Tensor | None = None) -> 
     x = (a if pre is None else pre).reshape(a.shape[0], -1).numpy()
     top = np.sort(np.where(win[None] >= 0, x[:, np.maximum(win, 0)], -np.inf), axis=2)[:, :, -2:]
     gap = top[:, :, 1] - top[:, :, 0]
-    return gap if pre is None else np.where(top.sum(axis=2) > 0, gap, np.inf)
+    return gap if pre is None or pre_slope != 0 else np.where(top.sum(axis=2) > 0, gap, np.inf)
 
 
 def _carry(chain: Chain, s: int, h: torch.Tensor, born: np.ndarray, rng: np.random.Generator,

@@ -60,24 +60,31 @@ def test_coherent_weights_carry_kinks_without_cancelling(sample_module, close):
         assert ratio[-1] < 0.7
 
 
-@pytest.mark.parametrize("relu_before", [False, True])
-def test_max_pooling_switches_window_by_window_match_the_iid_theory(relu_before):
+@pytest.mark.parametrize("rectifier", [None, nn.ReLU(), nn.LeakyReLU(0.2)])
+def test_max_pooling_switches_window_by_window_match_the_iid_theory(rectifier):
     """Independent Gaussian units pooled in pairs: Kac-Rice on each pair's difference is the i.i.d. formula; after
-    a ReLU, switches happen only where the pair ties above 0 (``max(relu(x)) = relu(max(x))``)."""
+    a rectifier, pairs switch where their pre-activations tie (``max(f(x)) = f(max(x))``), at full size above 0
+    and times the slope below, and a unit's own kink passes only where the other unit is negative (the share
+    ``pass_new``: averaged over all points instead of at the kinks, 1 per window, 14 % too much SMP)."""
     conv = nn.Conv1d(1, 1, kernel_size=1)
     with torch.no_grad():
         conv.weight.fill_(1.5)
         conv.bias.fill_(0.2)
-    layers = [conv, nn.ReLU(), nn.MaxPool1d(2)] if relu_before else [conv, nn.MaxPool1d(2)]
+    layers = [conv, nn.MaxPool1d(2)] if rectifier is None else [conv, rectifier, nn.MaxPool1d(2)]
     chain = read_chain(nn.Sequential(*layers), (1, 40))
     mu, sigma, sd, length = 0.1, 0.8, 5.0, 1.0
-    got = given_weight_smp(chain, [mu], [sigma], [sd], [0.0], length, n_points=4096).new[-1, 0]
+    got = given_weight_smp(chain, [mu], [sigma], [sd], [0.0], length, n_points=4096)
     pre = (1.5 * mu + 0.2, 1.5 * sigma, 1.5 * sd)
-    if relu_before:
-        want = theory.maxpool_after_relu_terms(2, *pre, length)[0]
-        assert got == pytest.approx(float(want), rel=0.05)
-    else:
-        assert got == pytest.approx(float(theory.maxpool_expected_smp(2, *pre, length)), rel=1e-9)
+    if rectifier is None:
+        assert got.new[-1, 0] == pytest.approx(float(theory.maxpool_expected_smp(2, *pre, length)), rel=1e-9)
+        return
+    slope = getattr(rectifier, "negative_slope", 0.0)
+    new, pass_new, _ = theory.maxpool_after_relu_terms(2, *pre, length, negative_slope=slope)
+    born = got.new[1, 0]
+    assert born == pytest.approx(float(theory._leaky_relu_expected_smp(*(np.array(v) for v in pre), length, 0.0,
+                                                                       slope)), rel=1e-6)
+    assert got.new[-1, 0] == pytest.approx(float(new), rel=0.05)
+    assert got.total[-1, 0] == pytest.approx(float(new + pass_new * born), rel=0.08)
 
 
 def test_correlated_neighbours_switch_as_the_correlated_pair_formula_says():
