@@ -18,7 +18,8 @@ batch norm):
    propagated state. The analytic mode (theory with the spread of the input
    family, of finite-width networks and of paths) is scored beside them.
 4. Where predictions break: very narrow layers, deep max-pool stacks, and
-   trained weights (a ReLU MLP and a small CNN trained here; their
+   trained weights (a ReLU MLP, a small 1-D CNN and a 2-D CNN with leaky
+   ReLU, max pooling and PReLU, trained here; their
    moments from points pushed through the network against mean-field
    moments that assume independent units).
 
@@ -96,6 +97,9 @@ TRAINED = {
     "trained_cnn1d": ((2, 32), lambda: torch.nn.Sequential(
         torch.nn.Conv1d(2, 8, 3), torch.nn.ReLU(), torch.nn.Conv1d(8, 8, 3), torch.nn.ReLU(),
         torch.nn.MaxPool1d(2), torch.nn.Flatten(), torch.nn.Linear(8 * 14, 1))),
+    "trained_cnn2d": ((2, 16, 16), lambda: torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3), torch.nn.LeakyReLU(0.1), torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 4, 3),
+        torch.nn.PReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 5 * 5, 1))),
 }
 
 
