@@ -33,13 +33,16 @@ low at every stage). A max pool's
 units are born with the switches of their own window: Kac-Rice on each
 pair's difference with its own moments (correlated neighbours, units' own
 means), times the share of points near the tie where the window's other
-inputs lie below it (and, after a ReLU, the tie lies above 0). Both parts scale
-as ``T sigma_dot^2`` and ``S_in`` at fixed input mean and std, because
-the slopes are linear in the input slope; so they are computed once per
-point of a small grid over the draws' input means and log stds (512
-points of the input each, shared by all grid points, with exact sample
-moments: :func:`smpstats.sampled_moments.standard_points`) and
-interpolated.
+inputs lie below it (after a rectifier, on its pre-activations, the tie
+counting in full above 0 and times the rectifier's slope below). Both
+parts scale as ``T sigma_dot^2`` and ``S_in`` at fixed input mean and
+std, because the slopes are linear in the input slope; so they are
+computed once per point of a small grid over the draws' input means and
+log stds (512 points of the input each, shared by all grid points, with
+exact sample moments: :func:`smpstats.sampled_moments.standard_points`)
+and interpolated. Where a single finite path lies, which the pooled
+points do not see, spreads it about this expectation
+(:func:`path_location_factors`).
 """
 
 from __future__ import annotations
