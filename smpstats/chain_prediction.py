@@ -330,12 +330,12 @@ def predict_chain(
         stage are counted per path and carried on. False gives the expected
         SMP of each draw's network and input parameters.
     path_templates : int, default=64
-        With given weights and ``path_noise``: paths at whose own points the
-        module's births and their transport are computed
-        (:func:`smpstats.kink_transport.path_location_factors`: births at
-        each path's points, carried by one shared per-unit transport), so
-        that the draws spread as paths through the network do; the other
-        draws take their factors in equal shares. 0: none.
+        With given weights and ``path_noise``: draws whose path is drawn in
+        full, and the module's births computed at its own points
+        (:func:`smpstats.kink_transport.path_location_factors`, carried by
+        one shared per-unit transport), so that the draws spread as paths
+        through the network do; the other draws take their factors in
+        equal shares. 0: none.
     sample_module : bool, default=True
         For a module with given weights: push points of the input family
         through the module for each stage's moments
