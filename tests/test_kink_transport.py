@@ -60,7 +60,7 @@ def test_coherent_weights_carry_kinks_without_cancelling(sample_module, close):
         assert ratio[-1] < 0.7
 
 
-@pytest.mark.parametrize("rectifier", [None, nn.ReLU(), nn.LeakyReLU(0.2)])
+@pytest.mark.parametrize("rectifier", [None, nn.ReLU(), nn.LeakyReLU(0.2), nn.PReLU(init=0.3)])
 def test_max_pooling_switches_window_by_window_match_the_iid_theory(rectifier):
     """Independent Gaussian units pooled in pairs: Kac-Rice on each pair's difference is the i.i.d. formula; after
     a rectifier, pairs switch where their pre-activations tie (``max(f(x)) = f(max(x))``), at full size above 0
@@ -78,7 +78,7 @@ def test_max_pooling_switches_window_by_window_match_the_iid_theory(rectifier):
     if rectifier is None:
         assert got.new[-1, 0] == pytest.approx(float(theory.maxpool_expected_smp(2, *pre, length)), rel=1e-9)
         return
-    slope = getattr(rectifier, "negative_slope", 0.0)
+    slope = float(rectifier.weight) if isinstance(rectifier, nn.PReLU) else getattr(rectifier, "negative_slope", 0.0)
     new, pass_new, _ = theory.maxpool_after_relu_terms(2, *pre, length, negative_slope=slope)
     born = got.new[1, 0]
     assert born == pytest.approx(float(theory._leaky_relu_expected_smp(*(np.array(v) for v in pre), length, 0.0,

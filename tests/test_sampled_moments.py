@@ -124,3 +124,12 @@ def test_realised_path_moments_scatter_like_drawn_paths(length_scale, n_units):
     assert np.var(real[1] ** 2) / np.mean(real[1] ** 2) ** 2 == pytest.approx(2 / (n_units * k), rel=0.25)
     assert np.corrcoef(np.log(real[1]), np.log(real[2]))[0, 1] == pytest.approx(
         np.corrcoef(np.log(drawn[1]), np.log(drawn[2]))[0, 1], abs=0.1)
+    # the rows kept return the very paths behind their moments, in the family's units
+    kept = realised_path_moments(0.3 * ones[:5], ones[:5], ones[:5] / length_scale, 1.0, n_units,
+                                 np.random.default_rng(2), keep=[1, 3])
+    assert sorted(kept.paths) == [1, 3]
+    for row, (values, slopes) in kept.paths.items():
+        assert values.shape == slopes.shape == (257, n_units)
+        assert np.mean(values) == pytest.approx(0.3, abs=1.0)
+        assert np.var(values) / (1 - static / n_units) == pytest.approx(kept.sigma[row] ** 2, rel=1e-9)
+        assert np.mean(slopes**2) == pytest.approx(kept.sigma_dot[row] ** 2, rel=1e-9)
