@@ -78,7 +78,7 @@ def test_max_pooling_switches_window_by_window_match_the_iid_theory(rectifier):
     if rectifier is None:
         assert got.new[-1, 0] == pytest.approx(float(theory.maxpool_expected_smp(2, *pre, length)), rel=1e-9)
         return
-    slope = float(rectifier.weight) if isinstance(rectifier, nn.PReLU) else getattr(rectifier, "negative_slope", 0.0)
+    slope = float(rectifier.weight.detach()) if isinstance(rectifier, nn.PReLU) else getattr(rectifier, "negative_slope", 0.0)
     new, pass_new, _ = theory.maxpool_after_relu_terms(2, *pre, length, negative_slope=slope)
     born = got.new[1, 0]
     assert born == pytest.approx(float(theory._leaky_relu_expected_smp(*(np.array(v) for v in pre), length, 0.0,
